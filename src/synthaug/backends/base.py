@@ -1,0 +1,109 @@
+"""The backend contract: one async method, `generate`, plus `close()`.
+
+A backend turns a `Request` into completions. It raises `RetryableError` or
+`FatalBackendError` for failures; retries, caching, rate limits and validation
+live in `synthaug.backends.client`, once, for every backend.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+Message = dict[str, str]
+
+
+class BackendOptions(BaseModel):
+    """Options every backend accepts; subclasses add their own. Unknown keys fail."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    concurrency: int = 8
+    max_retries: int = 4
+    timeout: float = 120.0
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+
+
+@dataclass(frozen=True)
+class Request:
+    """One generation request: chat `messages` or a raw `prompt`, never both."""
+
+    messages: tuple[Message, ...] | None = None
+    prompt: str | None = None
+    n: int = 1
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    json_schema: dict[str, Any] | None = None
+    logprobs: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("a Request needs exactly one of messages or prompt")
+
+    def canonical(self) -> dict[str, Any]:
+        """A JSON-able form used for cache keys and prompt hashes (without `n`)."""
+        return {
+            "messages": [dict(m) for m in self.messages] if self.messages else None,
+            "prompt": self.prompt,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "stop": list(self.stop),
+            "seed": self.seed,
+            "json_schema": self.json_schema,
+            "logprobs": self.logprobs,
+        }
+
+
+@dataclass
+class Completion:
+    """One sampled completion."""
+
+    text: str
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    logprobs: list[float] | None = None
+    cached: bool = field(default=False, compare=False)
+
+
+class Backend(ABC):
+    """An LLM that answers requests. Capabilities are class attributes."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type[BackendOptions]] = BackendOptions
+    raw_completion: ClassVar[bool] = False
+    json_schema: ClassVar[bool] = False
+    logprobs: ClassVar[bool] = False
+
+    def __init__(self, options: BackendOptions) -> None:
+        self.options = options
+
+    @property
+    def model(self) -> str:
+        """The model name recorded in provenance and cache keys."""
+        return self.options.model or "default"
+
+    @property
+    def chat_template(self) -> str | None:
+        """The model's chat template, when the backend knows it."""
+        return None
+
+    def identity(self) -> dict[str, Any]:
+        """What distinguishes this backend's answers; never contains secrets."""
+        return {"backend": self.name, "model": self.model}
+
+    @abstractmethod
+    async def generate(self, request: Request) -> list[Completion]:
+        """Return `request.n` completions, or raise a BackendError."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (connections, model memory)."""

@@ -1,0 +1,83 @@
+"""A response cache in SQLite (WAL): a rerun pays only for what was not finished.
+
+Keys hash the backend identity, the canonical request and the sample index.
+Secrets are never part of a key or value: backends leave them out of `identity()`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from synthaug.backends.base import Completion, Request
+from synthaug.records import stable_hash
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY,
+    prompt_sha TEXT NOT NULL,
+    completion TEXT NOT NULL
+)
+"""
+
+
+def prompt_sha(request: Request) -> str:
+    """The hash of a request's content, recorded in provenance."""
+    return stable_hash(request.canonical())
+
+
+def cache_key(identity: dict[str, Any], request: Request, sample: int) -> str:
+    """The cache key of sample number `sample` of `request` on a backend."""
+    return stable_hash([identity, request.canonical(), sample], length=40)
+
+
+class ResponseCache:
+    """Completions stored by key; each insert is committed, so a kill loses nothing paid."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
+
+    def get(self, key: str) -> Completion | None:
+        """The stored completion for `key`, if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT completion FROM responses WHERE key = ?", (key,)
+            ).fetchone()
+        if row is None:
+            return None
+        completion = Completion(**json.loads(row[0]))
+        completion.cached = True
+        return completion
+
+    def put(self, key: str, sha: str, completion: Completion) -> None:
+        """Store a completion under `key`."""
+        value = {
+            "text": completion.text,
+            "finish_reason": completion.finish_reason,
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "logprobs": completion.logprobs,
+        }
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?)",
+                (key, sha, json.dumps(value, ensure_ascii=False)),
+            )
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()

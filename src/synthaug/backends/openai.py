@@ -1,0 +1,167 @@
+"""Any OpenAI-compatible server (vLLM, SGLang, llama.cpp server, OpenAI) by base URL."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import time
+from typing import Any, ClassVar
+
+import httpx
+from pydantic import Field, SecretStr
+
+from synthaug.backends.base import Backend, BackendOptions, Completion, Request
+from synthaug.errors import ConfigError, FatalBackendError, RetryableError
+
+
+class OpenAIOptions(BackendOptions):
+    """Options of the OpenAI-compatible backend."""
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key: SecretStr | None = Field(default=None, repr=False)
+    api_key_env: str = "OPENAI_API_KEY"
+    endpoint: str = "auto"  # auto | chat | completions
+
+
+class OpenAIBackend(Backend):
+    """Talks to `/chat/completions` and `/completions` over HTTP with httpx."""
+
+    name = "openai"
+    Options: ClassVar[type[BackendOptions]] = OpenAIOptions
+    raw_completion = True
+    json_schema = True
+    logprobs = True
+
+    def __init__(self, options: BackendOptions) -> None:
+        assert isinstance(options, OpenAIOptions)
+        super().__init__(options)
+        self.opts = options
+        if options.endpoint not in ("auto", "chat", "completions"):
+            raise ConfigError("must be auto, chat or completions", field="endpoint")
+        key = options.api_key.get_secret_value() if options.api_key else os.environ.get(
+            options.api_key_env, ""
+        )
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        limits = httpx.Limits(
+            max_connections=options.concurrency, max_keepalive_connections=options.concurrency
+        )
+        self._http = httpx.AsyncClient(
+            base_url=options.base_url.rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(options.timeout),
+            limits=limits,
+        )
+
+    def identity(self) -> dict[str, Any]:
+        return {"backend": self.name, "base_url": self.opts.base_url, "model": self.model}
+
+    async def generate(self, request: Request) -> list[Completion]:
+        chat = request.messages is not None
+        if self.opts.endpoint == "completions" and chat:
+            raise FatalBackendError("this backend is set to the completions endpoint only")
+        path, body = ("/chat/completions", _chat_body(request)) if chat else (
+            "/completions", _completion_body(request))
+        body["model"] = self.model
+        data = await self._post(path, body)
+        return _parse(data, chat)
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = await self._http.post(path, json=body)
+        except httpx.TimeoutException as exc:
+            raise RetryableError(f"timeout after {self.opts.timeout}s: {type(exc).__name__}")
+        except httpx.TransportError as exc:
+            raise RetryableError(f"connection error: {type(exc).__name__}: {exc}")
+        if response.status_code == 429 or response.status_code >= 500:
+            raise RetryableError(
+                f"HTTP {response.status_code}: {response.text[:200]}",
+                retry_after=_retry_after(response.headers.get("retry-after")),
+            )
+        if response.status_code >= 400:
+            raise FatalBackendError(f"HTTP {response.status_code}: {response.text[:300]}")
+        try:
+            data = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RetryableError(f"malformed JSON body: {exc}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            raise RetryableError(f"response has no choices: {str(data)[:200]}")
+        return data
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+
+def _sampling(request: Request) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "n": request.n,
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "max_tokens": request.max_tokens,
+    }
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if request.seed is not None:
+        body["seed"] = request.seed
+    return body
+
+
+def _chat_body(request: Request) -> dict[str, Any]:
+    body = {"messages": [dict(m) for m in request.messages or ()], **_sampling(request)}
+    if request.json_schema is not None:
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": request.json_schema, "strict": True},
+        }
+    if request.logprobs:
+        body["logprobs"] = True
+    return body
+
+
+def _completion_body(request: Request) -> dict[str, Any]:
+    body: dict[str, Any] = {"prompt": request.prompt, **_sampling(request)}
+    if request.json_schema is not None:
+        body["response_format"] = {"type": "json_object", "schema": request.json_schema}
+    if request.logprobs:
+        body["logprobs"] = 1
+    return body
+
+
+def _parse(data: dict[str, Any], chat: bool) -> list[Completion]:
+    usage = data.get("usage") or {}
+    choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
+    out = []
+    for choice in choices:
+        text = (choice.get("message") or {}).get("content") if chat else choice.get("text")
+        if not isinstance(text, str):
+            raise RetryableError(f"choice without text: {str(choice)[:200]}")
+        out.append(Completion(
+            text=text,
+            finish_reason=choice.get("finish_reason"),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0) // max(len(choices), 1),
+            completion_tokens=int(usage.get("completion_tokens") or 0) // max(len(choices), 1),
+            logprobs=_logprobs(choice.get("logprobs")),
+        ))
+    return out
+
+
+def _logprobs(value: Any) -> list[float] | None:
+    if not isinstance(value, dict):
+        return None
+    if isinstance(value.get("content"), list):
+        return [float(t["logprob"]) for t in value["content"]]
+    if isinstance(value.get("token_logprobs"), list):
+        return [float(x) for x in value["token_logprobs"] if x is not None]
+    return None
+
+
+def _retry_after(header: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not header:
+        return None
+    try:
+        return max(0.0, float(header))
+    except ValueError:
+        pass
+    parsed = email.utils.parsedate_to_datetime(header) if header else None
+    return max(0.0, parsed.timestamp() - time.time()) if parsed else None

@@ -1,0 +1,188 @@
+"""Pipelines and recipes: an ordered list of steps plus named backends, from Python or YAML.
+
+A recipe is validated before any call: unknown steps, unknown or ill-typed options,
+unknown backends and input fields no step provides fail with the file, step and field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from synthaug import registry
+from synthaug.backends.base import Backend
+from synthaug.errors import ConfigError
+from synthaug.records import stable_hash
+from synthaug.steps.base import Step
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class StepSpec(_Strict):
+    """One step in a recipe: a registered name, an optional label, and its options."""
+
+    use: str
+    name: str | None = None
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+
+
+class BackendSpec(_Strict):
+    """A backend in a recipe: a registered name and its options."""
+
+    use: str = "llamacpp"
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+
+
+class Tags(_Strict):
+    """Where a recipe sits in the survey's taxonomy."""
+
+    approach: list[str] = []
+    stage: list[str] = []
+    function: list[str] = []
+
+
+class Recipe(_Strict):
+    """A recipe file's content."""
+
+    name: str
+    description: str = ""
+    cites: list[str] = []
+    tags: Tags = Tags()
+    input: str | None = None  # "required", "optional" or None (no input)
+    seed: int = 0
+    backends: dict[str, BackendSpec] = Field(default_factory=lambda: {"default": BackendSpec()})
+    steps: list[StepSpec]
+
+
+def _field_of(error: ValidationError) -> str:
+    first = error.errors()[0]
+    return ".".join(str(p) for p in first["loc"]) or "?"
+
+
+def _message_of(error: ValidationError) -> str:
+    first = error.errors()[0]
+    return f"{first['msg']}" + (" (unknown option)" if first["type"] == "extra_forbidden" else "")
+
+
+def build_backend(spec: BackendSpec, *, file: str | None = None, role: str = "default") -> Backend:
+    """A backend instance from its spec; bad options fail naming the field."""
+    where = f"backend {role}"
+    try:
+        cls = registry.backend_class(spec.use)
+    except ConfigError as exc:
+        raise ConfigError(str(exc), file=file, step=where, field="use") from None
+    try:
+        options = cls.Options(**spec.with_)
+    except ValidationError as exc:
+        raise ConfigError(_message_of(exc), file=file, step=where, field=_field_of(exc)) from None
+    try:
+        return cls(options)
+    except ConfigError as exc:
+        raise ConfigError(str(exc), file=file, step=where, field=exc.field) from None
+
+
+@dataclass
+class Pipeline:
+    """Steps with labels, named backend specs, and the recipe they came from."""
+
+    steps: list[tuple[str, Step]]
+    backends: dict[str, BackendSpec] = field(default_factory=lambda: {"default": BackendSpec()})
+    name: str = "pipeline"
+    seed: int = 0
+    recipe: Recipe | None = None
+    source: str | None = None
+
+    @classmethod
+    def from_steps(cls, *steps: Step, name: str = "pipeline", **kw: Any) -> Pipeline:
+        """A pipeline from step objects, labelled by position and class name."""
+        labelled = [(f"{i}-{type(s).__name__.lower()}", s) for i, s in enumerate(steps)]
+        return cls(steps=labelled, name=name, **kw)
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, source: str | None = None) -> Pipeline:
+        """Build every step, failing on the first unknown step or bad option."""
+        steps: list[tuple[str, Step]] = []
+        for index, spec in enumerate(recipe.steps):
+            label = spec.name or f"{index}-{spec.use}"
+            try:
+                step_cls = registry.step_class(spec.use)
+            except ConfigError as exc:
+                raise ConfigError(str(exc), file=source, step=label, field="use") from None
+            try:
+                step = step_cls(step_cls.Options(**spec.with_))
+            except ValidationError as exc:
+                raise ConfigError(_message_of(exc), file=source, step=label,
+                                  field=_field_of(exc)) from None
+            steps.append((label, step))
+        return cls(steps=steps, backends=dict(recipe.backends), name=recipe.name,
+                   seed=recipe.seed, recipe=recipe, source=source)
+
+    def check(self, input_fields: set[str] | None) -> None:
+        """Fail if a step needs a field nothing provides, or names an unknown backend."""
+        available = input_fields
+        for label, step in self.steps:
+            backend = getattr(step.options, "backend", None)
+            if step.uses_llm and backend not in self.backends:
+                raise ConfigError(f"unknown backend '{backend}'; the recipe defines "
+                                  f"{sorted(self.backends)}", file=self.source, step=label,
+                                  field="backend")
+            if available is not None:
+                for name in sorted(step.requires() - available):
+                    raise ConfigError("input records lack this field and no earlier step "
+                                      "provides it", file=self.source, step=label, field=name)
+            provided = step.provides()
+            if provided is None:
+                available = None
+            elif available is not None:
+                available = available | provided
+
+    def config(self) -> dict[str, Any]:
+        """The resolved configuration, secret-free."""
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "steps": [{"name": label, "use": type(step).__name__,
+                       "with": step.options.model_dump(mode="json")}
+                      for label, step in self.steps],
+            "backends": {role: {"use": spec.use, "with": {k: v for k, v in spec.with_.items()
+                                                          if "key" not in k.lower()}}
+                         for role, spec in self.backends.items()},
+        }
+
+    def config_hash(self) -> str:
+        """What makes two runs the same run: steps, options and seed (not concurrency)."""
+        cfg = self.config()
+        return stable_hash([cfg["name"], cfg["seed"], cfg["steps"]])
+
+
+def load_recipe(path: Path) -> Recipe:
+    """Parse and validate a recipe file."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", file=str(path)) from None
+    if not isinstance(data, dict):
+        raise ConfigError("a recipe must be a mapping", file=str(path))
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_message_of(exc), file=str(path), field=_field_of(exc)) from None
+
+
+def resolve_recipe(name_or_path: str) -> tuple[Recipe, str]:
+    """A recipe by registered name or by YAML path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError("recipe file not found", file=str(path))
+        return load_recipe(path), str(path)
+    files = registry.recipe_files()
+    if name_or_path not in files:
+        raise ConfigError(f"unknown recipe '{name_or_path}'; known: {', '.join(sorted(files))}")
+    return load_recipe(files[name_or_path]), str(files[name_or_path])

@@ -1,0 +1,84 @@
+"""Registries of steps, backends and recipes, filled from entry points.
+
+Built-ins are declared in synthaug's own pyproject under the same groups a
+third-party plugin uses: `synthaug.steps`, `synthaug.backends`, `synthaug.recipes`.
+Classes can also be registered at run time with `register_step` / `register_backend`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from synthaug.errors import ConfigError
+
+if TYPE_CHECKING:
+    from synthaug.backends.base import Backend
+    from synthaug.steps.base import Step
+
+_extra_steps: dict[str, type[Step]] = {}
+_extra_backends: dict[str, type[Backend]] = {}
+
+
+@cache
+def _entry_points(group: str) -> dict[str, importlib.metadata.EntryPoint]:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=group)}
+
+
+def register_step(name: str, cls: type[Step]) -> None:
+    """Register a step class under `name` (for code that is not a packaged plugin)."""
+    _extra_steps[name] = cls
+
+
+def register_backend(name: str, cls: type[Backend]) -> None:
+    """Register a backend class under `name`."""
+    _extra_backends[name] = cls
+
+
+def _load(group: str, name: str, extra: dict[str, Any], kind: str) -> Any:
+    if name in extra:
+        return extra[name]
+    eps = _entry_points(group)
+    if name not in eps:
+        known = ", ".join(sorted({*eps, *extra}))
+        raise ConfigError(f"unknown {kind} '{name}'; known: {known}", field="use")
+    return eps[name].load()
+
+
+def step_class(name: str) -> type[Step]:
+    """The step class registered as `name`."""
+    cls: type[Step] = _load("synthaug.steps", name, _extra_steps, "step")
+    return cls
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The backend class registered as `name`."""
+    cls: type[Backend] = _load("synthaug.backends", name, _extra_backends, "backend")
+    return cls
+
+
+def step_names() -> list[str]:
+    """Every registered step name."""
+    return sorted({*_entry_points("synthaug.steps"), *_extra_steps})
+
+
+def backend_names() -> list[str]:
+    """Every registered backend name."""
+    return sorted({*_entry_points("synthaug.backends"), *_extra_backends})
+
+
+def recipe_files() -> dict[str, Path]:
+    """Recipe name -> YAML file, from every `synthaug.recipes` entry point."""
+    found: dict[str, Path] = {}
+    for ep in _entry_points("synthaug.recipes").values():
+        provider: Callable[[], Path] = ep.load()
+        folder = Path(provider())
+        for path in sorted(folder.glob("*.yaml")):
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            found[str(data.get("name", path.stem))] = path
+    return found

@@ -1,0 +1,51 @@
+"""text-generation: fill a prompt template from each record, keep the model's reply."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import ClassVar
+
+from synthaug import template
+from synthaug.records import Record, content
+from synthaug.steps.base import LLMOptions, LLMStep, Prompt, StepOptions
+
+
+class TextGenerationOptions(LLMOptions):
+    """Options of text-generation."""
+
+    template: str = "{instruction}"
+    system: str | None = None
+    output_field: str = "generation"
+    raw: bool = False  # send the filled template as a raw completion prompt
+
+
+class TextGeneration(LLMStep):
+    """One generation per record (or `n`), from a `{field}` template; output in `output_field`."""
+
+    Options: ClassVar[type[StepOptions]] = TextGenerationOptions
+
+    @property
+    def opts(self) -> TextGenerationOptions:
+        assert isinstance(self.options, TextGenerationOptions)
+        return self.options
+
+    def requires(self) -> set[str]:
+        fields = set(template.fields(self.opts.template))
+        return fields | set(template.fields(self.opts.system or ""))
+
+    def provides(self) -> set[str]:
+        return {self.opts.output_field}
+
+    def prompt(self, record: Record) -> Prompt:
+        text = template.render(self.opts.template, record)
+        if self.opts.raw:
+            return text
+        messages = [{"role": "user", "content": text}]
+        if self.opts.system:
+            system = template.render(self.opts.system, record)
+            messages.insert(0, {"role": "system", "content": system})
+        return messages
+
+    def parse(self, record: Record, replies: list[str]) -> Iterable[Record]:
+        for reply in replies:
+            yield {**content(record), self.opts.output_field: reply}

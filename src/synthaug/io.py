@@ -146,7 +146,7 @@ def export(records_path: Path, fmt: str) -> Path:
             import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError:
-            raise MissingDependency("pyarrow", "Parquet output", "parquet")
+            raise MissingDependency("pyarrow", "Parquet output", "parquet") from None
         target = records_path.with_suffix(".parquet")
         pq.write_table(pa.Table.from_pylist(rows), target)
         return target
@@ -154,7 +154,7 @@ def export(records_path: Path, fmt: str) -> Path:
         try:
             import datasets
         except ImportError:
-            raise MissingDependency("datasets", "Hugging Face output", "hf")
+            raise MissingDependency("datasets", "Hugging Face output", "hf") from None
         target = records_path.parent / "hf"
         datasets.Dataset.from_list(rows).save_to_disk(str(target))
         return target

@@ -35,7 +35,8 @@ def default_model_path() -> Path:
     try:
         dist = importlib.metadata.distribution(DEFAULT_MODEL_PACKAGE)
     except importlib.metadata.PackageNotFoundError:
-        raise MissingDependency(DEFAULT_MODEL_PACKAGE, "the embedded default model", "local")
+        raise MissingDependency(DEFAULT_MODEL_PACKAGE, "the embedded default model",
+                                "local") from None
     for file in dist.files or []:
         if str(file).endswith(".gguf"):
             return Path(str(dist.locate_file(file)))
@@ -58,7 +59,7 @@ class LlamaCppBackend(Backend):
         try:
             import llama_cpp  # noqa: F401
         except ImportError:
-            raise MissingDependency("llama-cpp-python", "the llamacpp backend", "local")
+            raise MissingDependency("llama-cpp-python", "the llamacpp backend", "local") from None
         path = Path(options.model_path) if options.model_path else default_model_path()
         if not path.is_file():
             raise ConfigError(f"model file not found: {path}", field="model_path")
@@ -111,7 +112,7 @@ class LlamaCppBackend(Backend):
     def _generate(self, llm: Any, request: Request) -> list[Completion]:
         grammar = None
         if request.json_schema is not None:
-            from llama_cpp import LlamaGrammar
+            from llama_cpp.llama_grammar import LlamaGrammar
 
             grammar = LlamaGrammar.from_json_schema(json.dumps(request.json_schema), verbose=False)
         out = []

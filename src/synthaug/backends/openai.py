@@ -70,9 +70,10 @@ class OpenAIBackend(Backend):
         try:
             response = await self._http.post(path, json=body)
         except httpx.TimeoutException as exc:
-            raise RetryableError(f"timeout after {self.opts.timeout}s: {type(exc).__name__}")
+            raise RetryableError(
+                f"timeout after {self.opts.timeout}s: {type(exc).__name__}") from None
         except httpx.TransportError as exc:
-            raise RetryableError(f"connection error: {type(exc).__name__}: {exc}")
+            raise RetryableError(f"connection error: {type(exc).__name__}: {exc}") from None
         if response.status_code == 429 or response.status_code >= 500:
             raise RetryableError(
                 f"HTTP {response.status_code}: {response.text[:200]}",

@@ -175,10 +175,13 @@ def make_request(
     schema: type[BaseModel] | None = None,
 ) -> Request:
     """A Request from a prompt string (raw) or a message list (chat)."""
-    chat = not isinstance(prompt, str)
+    if isinstance(prompt, str):
+        messages, raw = None, prompt
+    else:
+        messages, raw = tuple(dict(m) for m in prompt), None
     return Request(
-        messages=tuple(dict(m) for m in prompt) if chat else None,
-        prompt=prompt if isinstance(prompt, str) else None,
+        messages=messages,
+        prompt=raw,
         n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=tuple(stop),
         seed=seed, json_schema=schema.model_json_schema() if schema else None,
     )

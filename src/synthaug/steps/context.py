@@ -84,7 +84,9 @@ class StepContext:
         rid = record_id(record) if record is not None else None
         return int(stable_hash([self.seed, self.label, rid, *salt], length=8), 16) % 2**31
 
-    async def complete(self, request: Request, validate: Validator | None = None) -> list[Completion]:
+    async def complete(
+        self, request: Request, validate: Validator | None = None
+    ) -> list[Completion]:
         """Completions for `request` through this step's backend; raises BackendError."""
         if self.llm is None:
             raise RuntimeError(f"step {self.label} has no backend")

@@ -21,7 +21,15 @@ from synthaug.backends.cache import prompt_sha
 from synthaug.errors import BackendError, ParseError
 from synthaug.records import Record, content, derive, source_record
 from synthaug.steps.base import (
-    Global, LLMOptions, LLMStep, Prompt, Rounds, RoundsOptions, StepOptions, make_request)
+    Global,
+    LLMOptions,
+    LLMStep,
+    Prompt,
+    Rounds,
+    RoundsOptions,
+    StepOptions,
+    make_request,
+)
 from synthaug.steps.context import StepContext
 from synthaug.steps.generate.similarity import RougePool
 
@@ -207,8 +215,8 @@ class SelfInstructClassify(LLMStep):
         half = self.options.examples // 2
         mixed = [t for pair in zip(no[:half], yes[:half], strict=False) for t in pair]
         self.shots = "".join(
-            f"Task: {t['instruction']}\nClassification: {'Yes' if t['is_classification'] else 'No'}\n\n"
-            for t in mixed)
+            f"Task: {t['instruction']}\nClassification: "
+            f"{'Yes' if t['is_classification'] else 'No'}\n\n" for t in mixed)
 
     def requires(self) -> set[str]:
         return {"instruction"}

@@ -8,7 +8,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("synthaug", "pydantic", "httpx", "llama-cpp-python", "rouge-score", "pyarrow",
+PACKAGES = ("synthaug", "pydantic", "aiohttp", "llama-cpp-python", "rouge-score", "pyarrow",
             "datasets")
 
 

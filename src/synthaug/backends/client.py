@@ -65,14 +65,14 @@ class LLMClient:
     ) -> list[Completion]:
         """`request.n` completions, from the cache where possible; raises BackendError."""
         keys = [cache_key(self.identity, request, i) for i in range(request.n)]
-        found = [self.cache.get(k) if self.cache else None for k in keys]
+        found = [self.cache.get(k) if self.cache is not None else None for k in keys]
         missing = [i for i, c in enumerate(found) if c is None]
         self.stats.cache_hits += request.n - len(missing)
         if missing:
             fresh = await self._fetch(dataclasses.replace(request, n=len(missing)), validate)
             sha = prompt_sha(request)
             for i, completion in zip(missing, fresh, strict=True):
-                if self.cache:
+                if self.cache is not None:
                     self.cache.put(keys[i], sha, completion)
                 found[i] = completion
         return [c for c in found if c is not None]

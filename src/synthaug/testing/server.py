@@ -3,7 +3,7 @@
 Replies come from a script (consumed in order) and then from a responder function;
 each can be a text, an HTTP error with headers (429 + Retry-After), a delay (timeouts),
 a malformed or truncated body. The server counts calls and the peak in-flight requests.
-Run `python -m synthaug.testing.server --delay 0.1` for a standalone one (benchmarks).
+Run `python -m synthaug.testing --delay 0.1` for a standalone one (benchmarks).
 """
 
 from __future__ import annotations
@@ -172,5 +172,3 @@ def main() -> None:
     uvicorn.Server(config).run()
 
 
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,115 @@
+"""Engine throughput: synthaug `text-generation` vs a bare AsyncOpenAI loop, same server, same run.
+
+A local OpenAI-compatible server (synthaug.testing.server, separate process) answers
+every request after a fixed delay (100 ms). 2,000 records at concurrency 50:
+  - baseline: AsyncOpenAI + asyncio.Semaphore(50), one chat completion per record;
+  - synthaug: the text-generation recipe end to end (read JSONL, cache, write JSONL, manifest);
+  - synthaug rerun from cache: records/s and calls made (must be 0).
+Usage: python bench/engine.py [--records 2000] [--concurrency 50] [--delay 0.1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from openai import AsyncOpenAI
+
+from synthaug.executors.local import LocalExecutor, RunConfig
+from synthaug.pipeline import BackendSpec, Pipeline, resolve_recipe
+
+
+def start_server(delay: float) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-m", "synthaug.testing", "--delay",
+                             str(delay)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    url = json.loads(proc.stdout.readline())["url"]
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(url + "/models", timeout=1).close()
+            return proc, url
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("server did not start")
+
+
+async def bare(url: str, prompts: list[str], concurrency: int) -> float:
+    client = AsyncOpenAI(base_url=url, api_key="unused", max_retries=0)
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(prompt: str) -> str:
+        async with limit:
+            reply = await client.chat.completions.create(
+                model="fake", messages=[{"role": "user", "content": prompt}], max_tokens=64)
+            return reply.choices[0].message.content or ""
+
+    start = time.perf_counter()
+    results = await asyncio.gather(*(one(p) for p in prompts))
+    elapsed = time.perf_counter() - start
+    await client.close()
+    assert len(results) == len(prompts)
+    return elapsed
+
+
+def synthaug_run(url: str, data: Path, out: Path, concurrency: int) -> tuple[float, int, int]:
+    """(seconds, records in the output, HTTP calls made incl. retries)."""
+    recipe, source = resolve_recipe("text-generation")
+    recipe.backends["default"] = BackendSpec(use="openai", **{"with": {
+        "base_url": url, "model": "fake", "concurrency": concurrency}})
+    recipe.steps[0].with_["max_tokens"] = 64
+    pipeline = Pipeline.from_recipe(recipe, source)
+    start = time.perf_counter()
+    state = LocalExecutor(RunConfig(out_dir=out, input_path=data)).run(pipeline)
+    elapsed = time.perf_counter() - start
+    total = state.written + state.resumed
+    stats = state.clients["default"]
+    if stats.retries or stats.failures:
+        print(f"  note: {stats.retries} retries, {stats.failures} failures in this run")
+    return elapsed, total, stats.calls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--records", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--delay", type=float, default=0.1)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+    proc, url = start_server(args.delay)
+    n = args.records
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp) / "in.jsonl"
+            prompts = [f"Write a fact about the number {i}." for i in range(n)]
+            data.write_text("".join(json.dumps({"instruction": p}) + "\n" for p in prompts))
+            asyncio.run(bare(url, prompts[:100], args.concurrency))  # warm up
+            bare_best, ours_best = float("inf"), float("inf")
+            for r in range(args.repeat):
+                bare_best = min(bare_best, asyncio.run(bare(url, prompts, args.concurrency)))
+                out = Path(tmp) / f"out{r}"
+                elapsed, total, calls = synthaug_run(url, data, out, args.concurrency)
+                assert total == n, (total, calls)
+                ours_best = min(ours_best, elapsed)
+            rerun, total, calls = synthaug_run(url, data, out, args.concurrency)
+    finally:
+        proc.terminate()
+        proc.wait()
+    ideal = n / args.concurrency * args.delay
+    print(f"records={n} concurrency={args.concurrency} server delay={args.delay * 1000:.0f} ms "
+          f"(ideal wall {ideal:.2f}s = {n / ideal:.0f} rec/s); best of {args.repeat}")
+    print(f"bare AsyncOpenAI + semaphore : {bare_best:6.2f}s  {n / bare_best:7.1f} rec/s")
+    print(f"synthaug text-generation     : {ours_best:6.2f}s  {n / ours_best:7.1f} rec/s")
+    print(f"ratio synthaug / bare        : {bare_best / ours_best:.2f}x")
+    print(f"rerun from cache             : {rerun:6.2f}s  {n / rerun:7.1f} rec/s, "
+          f"{calls} calls, {total} records")
+
+
+if __name__ == "__main__":
+    main()

@@ -47,7 +47,18 @@ def _apply_sets(recipe: Recipe, sets: list[str]) -> None:
                  if step_name in (s.name, s.use, str(i))]
         if not specs:
             raise typer.BadParameter(f"--set: no step named {step_name!r}")
-        specs[0].with_[field] = yaml.safe_load(raw)
+        specs[0].with_[field] = _value(raw)
+
+
+def _value(raw: str) -> Any:
+    """A --set value: YAML scalars and [lists]/{maps} typed, any other text kept as written."""
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    if isinstance(value, dict | list) and not raw.lstrip().startswith(("{", "[")):
+        return raw
+    return raw if value is None else value
 
 
 @app.command()
@@ -202,3 +213,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False)])
     app()
+
+
+if __name__ == "__main__":
+    main()

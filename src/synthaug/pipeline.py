@@ -60,13 +60,18 @@ class Recipe(_Strict):
     steps: list[StepSpec]
 
 
+def _main_error(error: ValidationError) -> Any:
+    """The error to report: a misspelt (unknown) option first, since it explains the rest."""
+    errors = error.errors()
+    return next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+
+
 def _field_of(error: ValidationError) -> str:
-    first = error.errors()[0]
-    return ".".join(str(p) for p in first["loc"]) or "?"
+    return ".".join(str(p) for p in _main_error(error)["loc"]) or "?"
 
 
 def _message_of(error: ValidationError) -> str:
-    first = error.errors()[0]
+    first = _main_error(error)
     return f"{first['msg']}" + (" (unknown option)" if first["type"] == "extra_forbidden" else "")
 
 

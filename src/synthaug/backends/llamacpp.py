@@ -26,7 +26,6 @@ class LlamaCppOptions(BackendOptions):
     model_path: str | None = None
     n_threads: int = 1
     n_ctx: int = 2048
-    instances: int = 1
     max_retries: int = 1
 
 
@@ -44,7 +43,7 @@ def default_model_path() -> Path:
 
 
 class LlamaCppBackend(Backend):
-    """Runs a GGUF model in this process; `instances` copies serve requests in parallel."""
+    """Runs a GGUF model in this process; `concurrency` copies serve requests in parallel."""
 
     name = "llamacpp"
     Options: ClassVar[type[BackendOptions]] = LlamaCppOptions
@@ -96,7 +95,7 @@ class LlamaCppBackend(Backend):
     async def _models(self) -> asyncio.Queue[Any]:
         if self._pool is None:
             pool: asyncio.Queue[Any] = asyncio.Queue()
-            for _ in range(self.opts.instances):
+            for _ in range(self.opts.concurrency):
                 pool.put_nowait(await asyncio.to_thread(self._load))
             self._pool = pool
         return self._pool
@@ -125,6 +124,8 @@ class LlamaCppBackend(Backend):
                 "seed": None if request.seed is None else request.seed + i,
                 "grammar": grammar,
             }
+            if kwargs["seed"] is not None:
+                llm.reset()  # reusing a cached prompt prefix would change the sampled text
             try:
                 if request.messages is not None:
                     data = llm.create_chat_completion(

@@ -10,13 +10,13 @@ import email.utils
 import json
 import os
 import time
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import aiohttp
 from pydantic import Field, SecretStr
 
 from synthaug.backends.base import Backend, BackendOptions, Completion, Request
-from synthaug.errors import ConfigError, FatalBackendError, RetryableError
+from synthaug.errors import FatalBackendError, RetryableError
 
 
 class OpenAIOptions(BackendOptions):
@@ -25,7 +25,10 @@ class OpenAIOptions(BackendOptions):
     base_url: str = "http://127.0.0.1:8000/v1"
     api_key: SecretStr | None = Field(default=None, repr=False)
     api_key_env: str = "OPENAI_API_KEY"
-    endpoint: str = "auto"  # auto | chat | completions
+    endpoint: Literal["auto", "chat", "completions"] = "auto"
+    # how a JSON schema is sent: OpenAI, vLLM and SGLang take "json_schema";
+    # llama.cpp's servers take "json_object" with a "schema" field
+    schema_format: Literal["json_schema", "json_object"] = "json_schema"
 
 
 class OpenAIBackend(Backend):
@@ -41,8 +44,6 @@ class OpenAIBackend(Backend):
         assert isinstance(options, OpenAIOptions)
         super().__init__(options)
         self.opts = options
-        if options.endpoint not in ("auto", "chat", "completions"):
-            raise ConfigError("must be auto, chat or completions", field="endpoint")
         key = options.api_key.get_secret_value() if options.api_key else os.environ.get(
             options.api_key_env, ""
         )
@@ -66,8 +67,11 @@ class OpenAIBackend(Backend):
         chat = request.messages is not None
         if self.opts.endpoint == "completions" and chat:
             raise FatalBackendError("this backend is set to the completions endpoint only")
-        path, body = ("/chat/completions", _chat_body(request)) if chat else (
-            "/completions", _completion_body(request))
+        body = _chat_body(request) if chat else _completion_body(request)
+        path = "/chat/completions" if chat else "/completions"
+        if request.json_schema is not None:
+            body["response_format"] = _response_format(request.json_schema,
+                                                       self.opts.schema_format)
         body["model"] = self.model
         data = await self._post(path, body)
         return _parse(data, chat)
@@ -117,11 +121,6 @@ def _sampling(request: Request) -> dict[str, Any]:
 
 def _chat_body(request: Request) -> dict[str, Any]:
     body = {"messages": [dict(m) for m in request.messages or ()], **_sampling(request)}
-    if request.json_schema is not None:
-        body["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": "output", "schema": request.json_schema, "strict": True},
-        }
     if request.logprobs:
         body["logprobs"] = True
     return body
@@ -129,11 +128,16 @@ def _chat_body(request: Request) -> dict[str, Any]:
 
 def _completion_body(request: Request) -> dict[str, Any]:
     body: dict[str, Any] = {"prompt": request.prompt, **_sampling(request)}
-    if request.json_schema is not None:
-        body["response_format"] = {"type": "json_object", "schema": request.json_schema}
     if request.logprobs:
         body["logprobs"] = 1
     return body
+
+
+def _response_format(schema: dict[str, Any], style: str) -> dict[str, Any]:
+    if style == "json_object":
+        return {"type": "json_object", "schema": schema}
+    return {"type": "json_schema",
+            "json_schema": {"name": "output", "schema": schema, "strict": True}}
 
 
 def _parse(data: dict[str, Any], chat: bool) -> list[Completion]:

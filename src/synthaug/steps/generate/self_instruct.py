@@ -132,8 +132,9 @@ class SelfInstructInstructions(Rounds):
 
     def _examples(self, index: int, j: int, ctx: StepContext) -> list[Record]:
         rng = random.Random(ctx.seed_for(None, index, j))
-        humans = rng.sample(self.human, min(self.opts.human_examples, len(self.human)))
+        total = self.opts.human_examples + self.opts.machine_examples
         machines = rng.sample(self.machine, min(self.opts.machine_examples, len(self.machine)))
+        humans = rng.sample(self.human, min(total - len(machines), len(self.human)))
         examples = humans + machines
         rng.shuffle(examples)
         return examples

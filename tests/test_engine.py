@@ -159,3 +159,43 @@ def test_rate_limit_spaces_requests() -> None:
         return time.monotonic() - start
 
     assert asyncio.run(go()) >= 0.4
+
+
+def test_structured_output_is_validated_and_retried(server: FakeOpenAIServer,
+                                                    tmp_path: Path) -> None:
+    import json
+    from collections.abc import Iterable
+
+    from pydantic import BaseModel
+
+    from synthaug import LLMStep, Pipeline, Record
+    from synthaug.pipeline import BackendSpec
+    from synthaug.records import content
+    from synthaug.steps.base import Prompt
+
+    class Person(BaseModel):
+        name: str
+        age: int
+
+    class Extract(LLMStep):
+        schema = Person
+
+        def prompt(self, record: Record) -> Prompt:
+            return [{"role": "user", "content": str(record["text"])}]
+
+        def parse(self, record: Record, replies: list[str]) -> Iterable[Record]:
+            yield {**content(record), **json.loads(replies[0])}
+
+    server.enqueue(Reply(text='{"name": "Ann", "ag', finish_reason="length"),
+                   Reply(text='{"name": "Ann", "age": "old"}'),
+                   Reply(text='{"name": "Ann", "age": 30}'))
+    backend = BackendSpec(use="openai", with_={"base_url": server.url, "model": "m"})
+    pipeline = Pipeline.from_steps(Extract(), backends={"default": backend})
+    data = write_jsonl(tmp_path / "in.jsonl", [{"text": "Ann is thirty."}])
+    state = run(pipeline, tmp_path / "out", data)
+    [record] = read_jsonl(tmp_path / "out" / "records.jsonl")
+    assert (record["name"], record["age"]) == ("Ann", 30)
+    assert len(server.calls) == 3 and state.clients["default"].invalid_replies == 2
+    sent = server.calls[0]["response_format"]
+    assert sent["type"] == "json_schema" and sent["json_schema"]["schema"]["required"] == [
+        "name", "age"]

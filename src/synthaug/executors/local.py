@@ -8,6 +8,7 @@ record; a rerun skips ids already written and replays answered prompts from the 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -83,7 +84,7 @@ class LocalExecutor:
                          clients={r: c.stats for r, c in clients.items()}, out_dir=cfg.out_dir)
         started = time.time()
         self._manifest(pipeline, state, started, "running")
-        ticker = asyncio.create_task(self._tick(state)) if self.watch else None
+        ticker = asyncio.create_task(self._tick(pipeline, state, started))
         try:
             await self._stream(pipeline, side, clients, writer, state)
             status = "complete"
@@ -91,8 +92,7 @@ class LocalExecutor:
             status = "failed"
             raise
         finally:
-            if ticker:
-                ticker.cancel()
+            ticker.cancel()
             writer.close()
             side.close()
             for client in clients.values():
@@ -161,11 +161,14 @@ class LocalExecutor:
                 task.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
 
-    async def _tick(self, state: RunState) -> None:
-        assert self.watch is not None
-        while True:
-            self.watch(state)
+    async def _tick(self, pipeline: Pipeline, state: RunState, started: float) -> None:
+        """Refresh the progress view often and the manifest every few seconds."""
+        for beat in itertools.count(1):
+            if self.watch:
+                self.watch(state)
             await asyncio.sleep(0.2)
+            if beat % 25 == 0:
+                self._manifest(pipeline, state, started, "running")
 
     def _manifest(self, pipeline: Pipeline, state: RunState, started: float,
                   status: str) -> None:

@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ lint: $(VENV)/.deps-test
 
 test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+docs: $(VENV)/.deps-test
+	$(BIN)/typer synthaug.cli utils docs --name synthaug --output docs/cli.md
 
 bench: $(VENV)/.deps-test
 	$(BIN)/python bench/engine.py

@@ -76,3 +76,15 @@ def test_a_changed_config_does_not_mix_into_old_output(server: FakeOpenAIServer,
     assert runner.invoke(app, [*args, "--seed", "7", "--overwrite"]).exit_code == 0
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["config"]["seed"] == 7
+
+
+def test_cli_docs_are_generated_from_the_code(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    typer_bin = shutil.which("typer") or str(Path(__file__).parents[1] / ".venv/bin/typer")
+    target = tmp_path / "cli.md"
+    subprocess.run([typer_bin, "synthaug.cli", "utils", "docs", "--name", "synthaug",
+                    "--output", str(target)], check=True, capture_output=True)
+    committed = Path(__file__).parents[1] / "docs" / "cli.md"
+    assert target.read_text() == committed.read_text(), "run `make docs`"

@@ -22,7 +22,7 @@ $(VENV)/.deps-demo: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.deps-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e '.[local,server,parquet,hf,test]'
+	$(BIN)/python -m pip install -e '.[local,server,parquet,hf,curate,test]'
 	touch $@
 
 demo: $(VENV)/.deps-demo

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from synthaug import registry
+from synthaug import cli_curate, registry
 from synthaug.errors import SynthaugError
 from synthaug.executors.local import LocalExecutor, RunConfig, RunState
 from synthaug.pipeline import BackendSpec, Pipeline, Recipe, load_recipe, resolve_recipe
@@ -206,6 +206,10 @@ def inspect(
         with records.open(encoding="utf-8") as handle:
             for _, line in zip(range(n), handle, strict=False):
                 stdout.print_json(line)
+
+
+for _name, _command in cli_curate.COMMANDS.items():
+    app.command(_name)(_command)  # type: ignore[type-var]
 
 
 def main() -> None:

@@ -55,7 +55,8 @@ def _decode(raw: bytes, file: str, line: int, required: set[str]) -> Record:
     for name in sorted(required):
         if name not in value:
             raise InputError("missing required field", file=file, line=line, field=name)
-    value.pop(META, None)
+    if not isinstance(value.get(META, {}), dict):
+        value.pop(META)
     return value
 
 

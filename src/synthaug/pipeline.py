@@ -132,8 +132,8 @@ class Pipeline:
         """Fail if a step needs a field nothing provides, or names an unknown backend."""
         available = input_fields
         for label, step in self.steps:
-            backend = getattr(step.options, "backend", None)
-            if step.uses_llm and backend not in self.backends:
+            backend = step.backend_role()
+            if backend is not None and backend not in self.backends:
                 raise ConfigError(f"unknown backend '{backend}'; the recipe defines "
                                   f"{sorted(self.backends)}", file=self.source, step=label,
                                   field="backend")

@@ -14,6 +14,10 @@ from typing import Any
 
 Record = dict[str, Any]
 META = "_meta"
+# keys a step sets anew on each record it makes; other `_meta` keys (annotations such as
+# `pii`, `cluster`, `contamination`) travel on to derived records
+_PROVENANCE = frozenset({"id", "parents", "step", "backend", "model", "prompt_sha", "seed",
+                         "source", "recipe"})
 
 
 def stable_hash(value: Any, length: int = 16) -> str:
@@ -39,7 +43,14 @@ def content(record: Record) -> Record:
 
 
 def source_record(fields: Record, *, source: str, index: int, recipe: str) -> Record:
-    """A record read from input, with an id derived from its source, position and content."""
+    """A record read from input, with an id derived from its source, position and content.
+
+    A record that already has provenance (synthaug output read again) keeps it: its id,
+    parents and annotations, so lineage survives a second pipeline.
+    """
+    earlier = meta(fields)
+    if earlier.get("id"):
+        return {**content(fields), META: {**earlier, "source": f"{source}:{index + 1}"}}
     rid = stable_hash([source, index, content(fields)])
     return {**content(fields), META: {"id": rid, "parents": [], "recipe": recipe,
                                       "step": "input", "source": f"{source}:{index + 1}"}}
@@ -56,8 +67,10 @@ def derive(
     """A new record made by `step` from `parents`, its id derived deterministically."""
     parent_ids = [record_id(p) for p in parents]
     inherited = {k: v for k, v in meta(parents[0]).items() if k == "recipe"} if parents else {}
+    notes = {k: v for k, v in meta(fields).items() if k not in _PROVENANCE}
     rid = stable_hash([parent_ids, step, index])
-    new_meta = {**inherited, "id": rid, "parents": parent_ids, "step": step, **provenance}
+    new_meta = {**inherited, **notes, "id": rid, "parents": parent_ids, "step": step,
+                **provenance}
     return {**content(fields), META: new_meta}
 
 

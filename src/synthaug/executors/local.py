@@ -128,8 +128,7 @@ class LocalExecutor:
         pipeline.check(_first_fields(cfg.input_path) if cfg.input_path else set())
 
     def _clients(self, pipeline: Pipeline, cache: ResponseCache) -> dict[str, LLMClient]:
-        roles = {getattr(step.options, "backend", "default")
-                 for _, step in pipeline.steps if step.uses_llm}
+        roles = {role for _, step in pipeline.steps if (role := step.backend_role())}
         return {role: LLMClient(build_backend(pipeline.backends[role], file=pipeline.source,
                                               role=role), cache)
                 for role in sorted(roles)}
@@ -145,9 +144,9 @@ class LocalExecutor:
                                               limit=self.config.limit))
         pumps = []
         for (label, step), stats in zip(pipeline.steps, state.steps, strict=True):
-            role = getattr(step.options, "backend", "default")
+            role = step.backend_role()
             ctx = StepContext(label=label, recipe=pipeline.name, seed=pipeline.seed,
-                              stats=stats, side=side, llm=clients.get(role))
+                              stats=stats, side=side, llm=clients.get(role) if role else None)
             queue: asyncio.Queue[Any] = asyncio.Queue(self.config.queue_size)
             output = _counted(step.run(_counted_in(stream, stats), ctx), stats)
             pumps.append(asyncio.create_task(pipe(output, queue)))

@@ -34,6 +34,7 @@ class StepStats:
     started: float = field(default_factory=time.monotonic)
     seconds: float = 0.0
     done: bool = False
+    notes: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-able summary."""
@@ -41,7 +42,7 @@ class StepStats:
             "in": self.inputs, "out": self.outputs, "dropped": dict(self.dropped),
             "rejects": self.rejects, "failures": self.failures,
             "llm_samples": self.calls, "cache_hits": self.cache_hits,
-            "seconds": round(self.seconds, 3),
+            "seconds": round(self.seconds, 3), "notes": dict(self.notes),
         }
 
 

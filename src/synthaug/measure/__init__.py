@@ -1,0 +1,1 @@
+"""Dataset measures: diversity, redundancy, coverage, lengths, scores, gap to a reference."""

@@ -1,0 +1,1 @@
+"""The HTML quality report of a dataset or a run folder."""

@@ -1,0 +1,195 @@
+"""Exact and near-duplicate removal (MinHash-LSH) as streaming steps.
+
+Both keep the first record of each cluster and drop later members with the id of the record
+they duplicate; kept records carry `_meta.cluster` (their own id: the cluster's key).
+MinHash signatures come from `rensa` in batches; the LSH band index is ours: one dict of band
+keys (the hash of each band's values) for kept records only, so memory grows with unique
+documents, not all documents. Keys of different bands share the dict: two bands collide only if
+their value tuples are equal, which random 32-bit hashes make negligible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import multiprocessing
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Iterable
+from concurrent.futures import Executor, ProcessPoolExecutor
+from typing import ClassVar
+
+from synthaug.errors import ConfigError, MissingDependency
+from synthaug.records import Record, meta
+from synthaug.steps.base import Global, Step, StepOptions
+from synthaug.steps.context import StepContext
+from synthaug.steps.curate.textkey import normalize, record_text, shingles
+
+
+class DedupOptions(StepOptions):
+    """Options shared by the dedup steps."""
+
+    fields: list[str] = ["text"]
+
+
+def _mark(record: Record) -> Record:
+    return {**record, "_meta": {**meta(record), "cluster": meta(record).get("id")}}
+
+
+class ExactDedup(Global):
+    """Drops records whose normalized text was seen before (8-byte BLAKE2b keys)."""
+
+    Options: ClassVar[type[StepOptions]] = DedupOptions
+
+    def __init__(self, options: StepOptions | None = None, **kwargs: object) -> None:
+        super().__init__(options, **kwargs)
+        self._seen: dict[bytes, str] = {}
+
+    @property
+    def opts(self) -> DedupOptions:
+        assert isinstance(self.options, DedupOptions)
+        return self.options
+
+    def requires(self) -> set[str]:
+        return set(self.opts.fields)
+
+    def observe(self, record: Record, ctx: StepContext) -> Iterable[Record]:
+        text = normalize(record_text(record, self.opts.fields))
+        key = hashlib.blake2b(text.encode(), digest_size=8).digest()
+        first = self._seen.get(key)
+        if first is not None:
+            ctx.drop({**record, "_meta": {**meta(record), "cluster": first}}, "exact duplicate",
+                     f"duplicate of {first}")
+            ctx.stats.notes["duplicates"] += 1
+            return
+        self._seen[key] = str(meta(record).get("id"))
+        yield _mark(record)
+
+
+class MinHashOptions(DedupOptions):
+    """Options of minhash-dedup: shingles, permutations, and bands x rows or a threshold."""
+
+    shingle_size: int = 5
+    num_perm: int = 128
+    threshold: float = 0.8
+    bands: int | None = None
+    rows: int | None = None
+    seed: int = 1
+    batch_size: int = 256
+    workers: int = 1
+
+
+def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5) -> tuple[int, int]:
+    """(bands, rows) minimizing the weighted false-positive and false-negative areas."""
+    import numpy as np
+
+    xs = np.linspace(0.0, 1.0, 201)
+    best, best_cost = (1, num_perm), float("inf")
+    for bands in range(1, num_perm + 1):
+        rows = num_perm // bands
+        if rows == 0:
+            continue
+        prob = 1.0 - (1.0 - xs**rows) ** bands
+        below, above = xs <= threshold, xs > threshold
+        fp = float(np.trapezoid(prob[below], xs[below]))
+        fn = float(np.trapezoid(1.0 - prob[above], xs[above]))
+        cost = fp_weight * fp + (1.0 - fp_weight) * fn
+        if cost < best_cost:
+            best, best_cost = (bands, rows), cost
+    return best
+
+
+def band_keys(texts: list[str], shingle_size: int, num_perm: int, seed: int,
+              rows: int, bands: int) -> list[list[int]]:
+    """LSH band keys (one per band) for each text; runs in worker processes too."""
+    try:
+        from rensa import RMinHash
+    except ImportError:
+        raise MissingDependency("rensa", "minhash-dedup", "curate") from None
+    sets = [shingles(text, shingle_size) or [""] for text in texts]
+    signatures = RMinHash.digest_matrix_from_token_sets(sets, num_perm, seed).to_rows()
+    # each band's values as a tuple, hashed; zip(*[iter(s)] * rows) cuts s into bands in C
+    return [list(map(hash, zip(*[iter(sig)] * rows, strict=False)))[:bands]
+            for sig in signatures]
+
+
+class MinHashDedup(Step):
+    """Near-duplicate removal: a record matching a kept record in any LSH band is dropped.
+
+    Signatures are computed per batch, in this process or in `workers` processes (batches
+    are processed in order, so the result does not depend on the number of workers).
+    """
+
+    Options: ClassVar[type[StepOptions]] = MinHashOptions
+
+    def __init__(self, options: StepOptions | None = None, **kwargs: object) -> None:
+        super().__init__(options, **kwargs)
+        o = self.opts
+        if (o.bands is None) != (o.rows is None):
+            raise ConfigError("set both bands and rows, or neither (then threshold is used)",
+                              field="bands")
+        self.bands, self.rows = (o.bands, o.rows) if o.bands and o.rows else optimal_bands(
+            o.threshold, o.num_perm)
+        if self.bands * self.rows > o.num_perm:
+            raise ConfigError(f"bands x rows = {self.bands * self.rows} exceeds num_perm "
+                              f"{o.num_perm}", field="bands")
+        self._index: dict[int, int] = {}  # band key -> 1-based position in _kept_ids
+        self._kept_ids: list[str] = []
+
+    @property
+    def opts(self) -> MinHashOptions:
+        assert isinstance(self.options, MinHashOptions)
+        return self.options
+
+    def requires(self) -> set[str]:
+        return set(self.opts.fields)
+
+    def _keys(self, batch: list[Record], pool: Executor | None) -> Awaitable[list[list[int]]]:
+        o = self.opts
+        args = ([record_text(r, o.fields) for r in batch], o.shingle_size, o.num_perm, o.seed,
+                self.rows, self.bands)
+        if pool is None:
+            future: asyncio.Future[list[list[int]]] = asyncio.get_running_loop().create_future()
+            future.set_result(band_keys(*args))
+            return future
+        return asyncio.get_running_loop().run_in_executor(pool, band_keys, *args)
+
+    async def run(self, stream: AsyncIterator[Record], ctx: StepContext) -> AsyncIterator[Record]:
+        workers = self.opts.workers
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) \
+            if workers > 1 else None
+        pending: deque[tuple[list[Record], Awaitable[list[list[int]]]]] = deque()
+        batch: list[Record] = []
+        try:
+            async for record in stream:
+                batch.append(record)
+                if len(batch) >= self.opts.batch_size:
+                    pending.append((batch, self._keys(batch, pool)))
+                    batch = []
+                    while len(pending) > workers:
+                        for out in await self._select(*pending.popleft(), ctx):
+                            yield out
+                        await asyncio.sleep(0)
+            if batch:
+                pending.append((batch, self._keys(batch, pool)))
+            while pending:
+                for out in await self._select(*pending.popleft(), ctx):
+                    yield out
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+
+    async def _select(self, batch: list[Record], keys_future: Awaitable[list[list[int]]],
+                      ctx: StepContext) -> list[Record]:
+        index, kept, out = self._index, self._kept_ids, []
+        for record, keys in zip(batch, await keys_future, strict=True):
+            match = next(filter(None, map(index.get, keys)), None)
+            if match is not None:
+                first = kept[match - 1]
+                ctx.drop({**record, "_meta": {**meta(record), "cluster": first}},
+                         "near duplicate", f"near duplicate of {first}")
+                ctx.stats.notes["duplicates"] += 1
+                continue
+            kept.append(str(meta(record).get("id")))
+            index.update(dict.fromkeys(keys, len(kept)))  # none present: checked above
+            out.append(_mark(record))
+        return out

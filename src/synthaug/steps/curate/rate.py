@@ -1,0 +1,62 @@
+"""LLM quality rating (AlpaGasus, Chen et al., 2023): a 1-5 score per instruction/response
+pair, kept in the record; pair with `score-filter` to keep pairs >= a threshold."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import ClassVar
+
+from synthaug.errors import ParseError
+from synthaug.records import Record, content
+from synthaug.steps.base import LLMOptions, LLMStep, Prompt, StepOptions
+
+_PROMPT = (
+    "You are reviewing training data for an AI assistant. Rate how accurate, helpful and "
+    "complete the response is for the instruction, on a scale from 1 (useless or wrong) to 5 "
+    "(excellent). Reply with the score first, then one sentence of reasons.\n\n"
+    "Instruction:\n{instruction}\n\n{input_block}Response:\n{response}\n\nScore (1-5):")
+
+
+class RateOptions(LLMOptions):
+    """Options of llm-rate."""
+
+    instruction_field: str = "instruction"
+    input_field: str | None = "input"
+    response_field: str = "output"
+    score_field: str = "score"
+    temperature: float = 0.0
+    max_tokens: int = 48
+
+
+class LLMRate(LLMStep):
+    """Asks a judge model for a 1-5 quality score; stores it and the judge's reason."""
+
+    Options: ClassVar[type[StepOptions]] = RateOptions
+
+    @property
+    def opts(self) -> RateOptions:
+        assert isinstance(self.options, RateOptions)
+        return self.options
+
+    def requires(self) -> set[str]:
+        return {self.opts.instruction_field, self.opts.response_field}
+
+    def provides(self) -> set[str]:
+        return {self.opts.score_field, f"{self.opts.score_field}_reason"}
+
+    def prompt(self, record: Record) -> Prompt:
+        o = self.opts
+        given = str(record.get(o.input_field, "")) if o.input_field else ""
+        text = _PROMPT.format(
+            instruction=record[o.instruction_field], response=record[o.response_field],
+            input_block=f"Input:\n{given}\n\n" if given.strip() else "")
+        return [{"role": "user", "content": text}]
+
+    def parse(self, record: Record, replies: list[str]) -> Iterable[Record]:
+        match = re.search(r"\b([1-5])\b", replies[0])
+        if match is None:
+            raise ParseError(f"no 1-5 score in the reply: {replies[0][:80]!r}")
+        reason = replies[0][match.end():].strip(" .:-\n")
+        yield {**content(record), self.opts.score_field: int(match.group(1)),
+               f"{self.opts.score_field}_reason": reason}

@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test lint bench docs clean
+.PHONY: demo test lint bench docs chromium clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,12 @@ lint: $(VENV)/.deps-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
-test: lint
+# the report test renders HTML in Debian's headless Chromium
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: lint chromium
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 docs: $(VENV)/.deps-test
@@ -45,6 +50,8 @@ docs: $(VENV)/.deps-test
 
 bench: $(VENV)/.deps-test
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/dedup.py
+	$(BIN)/python bench/decontamination.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info src/*.egg-info

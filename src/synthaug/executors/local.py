@@ -196,6 +196,8 @@ class LocalExecutor:
 
 async def _counted_in(stream: AsyncIterator[Record], stats: StepStats) -> AsyncIterator[Record]:
     async for record in stream:
+        if stats.inputs == 0:
+            stats.started = time.monotonic()  # a step's time runs from its first input
         stats.inputs += 1
         yield record
 

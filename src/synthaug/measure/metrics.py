@@ -107,8 +107,7 @@ def distribution_gap(vectors: np.ndarray, reference: np.ndarray) -> dict[str, fl
 
     mu1, mu2 = vectors.mean(axis=0), reference.mean(axis=0)
     c1, c2 = np.cov(vectors, rowvar=False), np.cov(reference, rowvar=False)
-    covmean, _ = linalg.sqrtm(c1 @ c2, disp=False)
-    covmean = np.real(covmean)
+    covmean = np.real(linalg.sqrtm(c1 @ c2))
     frechet = float(((mu1 - mu2) ** 2).sum() + np.trace(c1 + c2 - 2 * covmean))
     cosine = float(mu1 @ mu2 / max(1e-12, np.linalg.norm(mu1) * np.linalg.norm(mu2)))
     return {"frechet": max(0.0, frechet), "centroid_cosine": cosine}

@@ -133,6 +133,16 @@ class RecordWriter:
         os.close(self._fd)
 
 
+def data_file(name: str) -> Path:
+    """A data file shipped with synthaug (synthaug/data/NAME)."""
+    from importlib import resources
+
+    path = Path(str(resources.files("synthaug.data").joinpath(name)))
+    if not path.is_file():
+        raise FileNotFoundError(f"no data file {name!r} in synthaug/data")
+    return path
+
+
 def load_jsonl(path: Path) -> list[Record]:
     """Every record of a JSONL file (for small files and exports)."""
     with path.open(encoding="utf-8") as handle:
@@ -159,4 +169,15 @@ def export(records_path: Path, fmt: str) -> Path:
         target = records_path.parent / "hf"
         datasets.Dataset.from_list(rows).save_to_disk(str(target))
         return target
-    raise ValueError(f"unknown format {fmt!r}; use jsonl, parquet or hf")
+    if fmt in ("sft", "alpaca"):
+        from synthaug.shapes import to_alpaca, to_sft
+
+        target = records_path.with_name(f"records.{fmt}.jsonl")
+        convert = to_sft if fmt == "sft" else to_alpaca
+        with target.open("w", encoding="utf-8") as handle:
+            for row in rows:
+                shaped = convert(row)
+                if shaped is not None:
+                    handle.write(dumps(shaped) + "\n")
+        return target
+    raise ValueError(f"unknown format {fmt!r}; use jsonl, parquet, hf, sft or alpaca")

@@ -55,6 +55,7 @@ class Recipe(_Strict):
     cites: list[str] = []
     tags: Tags = Tags()
     input: str | None = None  # "required", "optional" or None (no input)
+    default_input: str | None = None  # a data file shipped in synthaug/data, used without --input
     seed: int = 0
     backends: dict[str, BackendSpec] = Field(default_factory=lambda: {"default": BackendSpec()})
     steps: list[StepSpec]
@@ -132,11 +133,11 @@ class Pipeline:
         """Fail if a step needs a field nothing provides, or names an unknown backend."""
         available = input_fields
         for label, step in self.steps:
-            backend = step.backend_role()
-            if backend is not None and backend not in self.backends:
-                raise ConfigError(f"unknown backend '{backend}'; the recipe defines "
-                                  f"{sorted(self.backends)}", file=self.source, step=label,
-                                  field="backend")
+            for backend in step.backend_roles():
+                if backend not in self.backends:
+                    raise ConfigError(f"unknown backend '{backend}'; the recipe defines "
+                                      f"{sorted(self.backends)}", file=self.source, step=label,
+                                      field="backend")
             if available is not None:
                 for name in sorted(step.requires() - available):
                     raise ConfigError("input records lack this field and no earlier step "

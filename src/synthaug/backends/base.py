@@ -27,6 +27,7 @@ class BackendOptions(BaseModel):
     timeout: float = 120.0
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
+    chat_template: str | None = None  # Jinja chat template, when the server does not say
 
 
 @dataclass(frozen=True)
@@ -94,8 +95,8 @@ class Backend(ABC):
 
     @property
     def chat_template(self) -> str | None:
-        """The model's chat template, when the backend knows it."""
-        return None
+        """The model's chat template, when the backend knows it (or was told)."""
+        return self.options.chat_template
 
     def identity(self) -> dict[str, Any]:
         """What distinguishes this backend's answers; never contains secrets."""

@@ -76,6 +76,8 @@ class LlamaCppBackend(Backend):
 
     @property
     def chat_template(self) -> str | None:
+        if self.opts.chat_template:
+            return self.opts.chat_template
         if self._template is None:
             self._template = _read_chat_template(self.path)
         return self._template or None

@@ -20,7 +20,7 @@ from synthaug import manifest
 from synthaug.backends.cache import ResponseCache
 from synthaug.backends.client import ClientStats, LLMClient
 from synthaug.errors import ConfigError
-from synthaug.io import RecordWriter, SideWriter, aiter_records, export, read_jsonl
+from synthaug.io import RecordWriter, SideWriter, aiter_records, data_file, export, read_jsonl
 from synthaug.pipeline import Pipeline, build_backend
 from synthaug.records import Record
 from synthaug.steps.context import StepContext, StepStats
@@ -120,6 +120,8 @@ class LocalExecutor:
 
     def _check_fields(self, pipeline: Pipeline) -> None:
         cfg, recipe = self.config, pipeline.recipe
+        if recipe and recipe.default_input and cfg.input_path is None:
+            cfg.input_path = data_file(recipe.default_input)
         if recipe and recipe.input == "required" and cfg.input_path is None:
             raise ConfigError("this recipe needs input records: pass --input FILE",
                               file=pipeline.source)
@@ -128,7 +130,7 @@ class LocalExecutor:
         pipeline.check(_first_fields(cfg.input_path) if cfg.input_path else set())
 
     def _clients(self, pipeline: Pipeline, cache: ResponseCache) -> dict[str, LLMClient]:
-        roles = {role for _, step in pipeline.steps if (role := step.backend_role())}
+        roles = {role for _, step in pipeline.steps for role in step.backend_roles()}
         return {role: LLMClient(build_backend(pipeline.backends[role], file=pipeline.source,
                                               role=role), cache)
                 for role in sorted(roles)}
@@ -144,9 +146,11 @@ class LocalExecutor:
                                               limit=self.config.limit))
         pumps = []
         for (label, step), stats in zip(pipeline.steps, state.steps, strict=True):
-            role = step.backend_role()
+            roles = step.backend_roles()
             ctx = StepContext(label=label, recipe=pipeline.name, seed=pipeline.seed,
-                              stats=stats, side=side, llm=clients.get(role) if role else None)
+                              stats=stats, side=side,
+                              llm=clients[roles[0]] if roles else None,
+                              clients={role: clients[role] for role in roles})
             queue: asyncio.Queue[Any] = asyncio.Queue(self.config.queue_size)
             output = _counted(step.run(_counted_in(stream, stats), ctx), stats)
             pumps.append(asyncio.create_task(pipe(output, queue)))

@@ -53,9 +53,9 @@ class Step(ABC):
         """Fields output records have beyond their inputs' (None: only these fields)."""
         return set()
 
-    def backend_role(self) -> str | None:
-        """The backend role this step calls, or None if it makes no LLM call."""
-        return str(getattr(self.options, "backend", "default")) if self.uses_llm else None
+    def backend_roles(self) -> list[str]:
+        """The backend roles this step calls (the first is its main one); [] if none."""
+        return [str(getattr(self.options, "backend", "default"))] if self.uses_llm else []
 
     @abstractmethod
     def run(self, stream: AsyncIterator[Record], ctx: StepContext) -> AsyncIterator[Record]:

@@ -56,6 +56,7 @@ class StepContext:
     stats: StepStats
     side: SideFiles
     llm: LLMClient | None = None
+    clients: dict[str, LLMClient] = field(default_factory=dict)
 
     def drop(self, record: Record, reason: str, detail: str | None = None) -> None:
         """Record that `record` was filtered out: `reason` is counted, `detail` kept."""
@@ -85,13 +86,18 @@ class StepContext:
         rid = record_id(record) if record is not None else None
         return int(stable_hash([self.seed, self.label, rid, *salt], length=8), 16) % 2**31
 
+    def client(self, role: str | None = None) -> LLMClient:
+        """The client of backend `role` (default: the step's main backend)."""
+        found = self.clients.get(role) if role else self.llm
+        if found is None:
+            raise RuntimeError(f"step {self.label} has no backend {role or ''}".strip())
+        return found
+
     async def complete(
-        self, request: Request, validate: Validator | None = None
+        self, request: Request, validate: Validator | None = None, role: str | None = None
     ) -> list[Completion]:
-        """Completions for `request` through this step's backend; raises BackendError."""
-        if self.llm is None:
-            raise RuntimeError(f"step {self.label} has no backend")
-        replies = await self.llm.complete(request, validate)
+        """Completions for `request` through a backend of this step; raises BackendError."""
+        replies = await self.client(role).complete(request, validate)
         self.stats.calls += len(replies)
         self.stats.cache_hits += sum(1 for r in replies if r.cached)
         return replies

@@ -65,8 +65,8 @@ class Decontaminate(Step):
         assert isinstance(self.options, DecontaminateOptions)
         return self.options
 
-    def backend_role(self) -> str | None:
-        return self.opts.judge
+    def backend_roles(self) -> list[str]:
+        return [self.opts.judge] if self.opts.judge else []
 
     def requires(self) -> set[str]:
         return set(self.opts.fields)

@@ -1,0 +1,46 @@
+"""Training-data shapes: TRL's SFT `messages` and Alpaca `instruction`/`input`/`output`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from synthaug.records import Record
+
+_INSTRUCTION = ("instruction", "question", "prompt", "problem")
+_OUTPUT = ("output", "response", "answer", "solution", "generation", "story", "text")
+
+
+def _first(record: Record, names: tuple[str, ...]) -> str | None:
+    return next((str(record[n]) for n in names if isinstance(record.get(n), str)), None)
+
+
+def to_alpaca(record: Record) -> dict[str, Any] | None:
+    """{instruction, input, output} from a record, or None if it has no instruction/output."""
+    if isinstance(record.get("messages"), list):
+        turns = record["messages"]
+        users = [t["content"] for t in turns if t.get("role") == "user"]
+        answers = [t["content"] for t in turns if t.get("role") == "assistant"]
+        if users and answers:
+            return {"instruction": users[0], "input": "", "output": answers[0]}
+        return None
+    instruction, output = _first(record, _INSTRUCTION), _first(record, _OUTPUT)
+    if instruction is None or output is None:
+        return None
+    return {"instruction": instruction, "input": str(record.get("input") or ""),
+            "output": output}
+
+
+def to_sft(record: Record) -> dict[str, Any] | None:
+    """{messages: [...]} (with a system turn when the record has one), or None."""
+    if isinstance(record.get("messages"), list):
+        return {"messages": record["messages"]}
+    alpaca = to_alpaca(record)
+    if alpaca is None:
+        return None
+    user = alpaca["instruction"] + (f"\n\n{alpaca['input']}" if alpaca["input"] else "")
+    messages = [{"role": "user", "content": user},
+                {"role": "assistant", "content": alpaca["output"]}]
+    system = record.get("system_message")
+    if isinstance(system, str) and system:
+        messages.insert(0, {"role": "system", "content": system})
+    return {"messages": messages}

@@ -1,0 +1,78 @@
+"""sections: a templated request whose reply has named sections ("Question:", "Answer:"),
+parsed into fields. The shared output format of OSS-Instruct, Genie, textbooks, Unnatural
+Instructions and backtranslation."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import ClassVar
+
+from synthaug import template
+from synthaug.errors import ParseError
+from synthaug.records import Record, content
+from synthaug.steps.base import LLMOptions, LLMStep, Prompt, StepOptions
+
+
+def _label(name: str) -> str:
+    return name.replace("_", " ").title()
+
+
+def parse_sections(text: str, names: list[str]) -> dict[str, str]:
+    """{name: text} for each `Name:` header found (any order, case-insensitive)."""
+    labels = "|".join(re.escape(_label(n)) for n in names)
+    pattern = re.compile(rf"^\s*[#*\[]*\s*({labels})\s*[\]*]*\s*:?[ \t]*\**", re.I | re.M)
+    marks = list(pattern.finditer(text))
+    found: dict[str, str] = {}
+    for mark, following in zip(marks, [*marks[1:], None], strict=True):
+        key = next(n for n in names if _label(n).lower() == mark.group(1).lower())
+        end = following.start() if following else len(text)
+        found.setdefault(key, text[mark.end():end].strip())
+    return found
+
+
+class SectionsOptions(LLMOptions):
+    """Options of sections."""
+
+    template: str
+    system: str | None = None
+    sections: list[str]
+    required: list[str] | None = None  # default: every section
+    max_tokens: int = 512
+
+
+class Sections(LLMStep):
+    """Asks for named sections and stores each as a field; a reply missing one is a failure."""
+
+    Options: ClassVar[type[StepOptions]] = SectionsOptions
+
+    @property
+    def opts(self) -> SectionsOptions:
+        assert isinstance(self.options, SectionsOptions)
+        return self.options
+
+    def requires(self) -> set[str]:
+        return set(template.fields(self.opts.template)) | set(
+            template.fields(self.opts.system or ""))
+
+    def provides(self) -> set[str]:
+        return set(self.opts.sections)
+
+    def prompt(self, record: Record) -> Prompt:
+        headers = "\n".join(f"{_label(n)}: ..." for n in self.opts.sections)
+        text = (template.render(self.opts.template, record)
+                + f"\n\nWrite your answer in exactly this format:\n{headers}")
+        messages = [{"role": "user", "content": text}]
+        if self.opts.system:
+            messages.insert(0, {"role": "system",
+                                "content": template.render(self.opts.system, record)})
+        return messages
+
+    def parse(self, record: Record, replies: list[str]) -> Iterable[Record]:
+        required = self.opts.required if self.opts.required is not None else self.opts.sections
+        for reply in replies:
+            found = parse_sections(reply, self.opts.sections)
+            missing = [n for n in required if not found.get(n)]
+            if missing:
+                raise ParseError(f"reply lacks section(s) {missing}")
+            yield {**content(record), **{n: found.get(n, "") for n in self.opts.sections}}

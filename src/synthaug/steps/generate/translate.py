@@ -1,0 +1,59 @@
+"""Self-Translate (Ri et al., 2024): translate instruction data with the same model, keeping
+each translation paired with its source record (`source` holds the original fields)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import ClassVar
+
+from synthaug.errors import ParseError
+from synthaug.records import Record, content, meta
+from synthaug.steps.base import LLMOptions, LLMStep, Prompt, StepOptions
+from synthaug.steps.generate.sections import parse_sections
+
+
+class TranslateOptions(LLMOptions):
+    """Options of translate."""
+
+    fields: list[str] = ["instruction", "input", "output"]
+    language: str = "French"
+    temperature: float = 0.0
+    max_tokens: int = 768
+
+
+class Translate(LLMStep):
+    """Translates the named fields in one request per record; empty fields stay empty."""
+
+    Options: ClassVar[type[StepOptions]] = TranslateOptions
+
+    @property
+    def opts(self) -> TranslateOptions:
+        assert isinstance(self.options, TranslateOptions)
+        return self.options
+
+    def requires(self) -> set[str]:
+        return {self.opts.fields[0]}
+
+    def provides(self) -> set[str]:
+        return {"language", "source", "source_id"}
+
+    def _present(self, record: Record) -> list[str]:
+        return [f for f in self.opts.fields if str(record.get(f) or "").strip()]
+
+    def prompt(self, record: Record) -> Prompt:
+        blocks = "\n\n".join(f"{f.title()}:\n{record[f]}" for f in self._present(record))
+        return [{"role": "user", "content":
+                 f"Translate each part below into {self.opts.language}. Keep the part labels "
+                 f"({', '.join(f.title() + ':' for f in self._present(record))}) in English "
+                 f"and translate only the text after them.\n\n{blocks}"}]
+
+    def parse(self, record: Record, replies: list[str]) -> Iterable[Record]:
+        present = self._present(record)
+        found = parse_sections(replies[0], present)
+        missing = [f for f in present if not found.get(f)]
+        if missing:
+            raise ParseError(f"translation lacks {missing}")
+        original = {f: record.get(f) for f in self.opts.fields}
+        yield {**content(record), **{f: found.get(f, "") for f in self.opts.fields},
+               "language": self.opts.language, "source": original,
+               "source_id": meta(record).get("id")}

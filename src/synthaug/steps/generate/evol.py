@@ -66,7 +66,13 @@ OPERATIONS: dict[str, dict[str, str]] = {
 }
 PROMPT_WORDS = ("#original instruction#", "#rewritten instruction#", "#created instruction#",
                 "original instruction", "rewritten instruction", "created instruction")
-STOP_WORDS = frozenset(["a", "an", "the", "and", "or", "but", "if", "then", "of", "to", "in", "on", "at", "by", "for", "with", "about", "as", "is", "are", "was", "were", "be", "been", "it", "this", "that", "these", "those", "i", "you", "he", "she", "we", "they", "me", "my", "your", "our", "their", "what", "which", "who", "how", "why", "when", "where", "do", "does", "did", "not", "no", "so"])
+STOP_WORDS = frozenset([
+    "a", "an", "the", "and", "or", "but", "if", "then", "of", "to", "in", "on", "at", "by",
+    "for", "with", "about", "as", "is", "are", "was", "were", "be", "been", "it", "this",
+    "that", "these", "those", "i", "you", "he", "she", "we", "they", "me", "my", "your",
+    "our", "their", "what", "which", "who", "how", "why", "when", "where", "do", "does",
+    "did", "not", "no", "so",
+])
 
 
 def eliminate(evolved: str, parent: str, response: str, pool: RougePool | None = None,

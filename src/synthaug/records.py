@@ -43,7 +43,7 @@ def content(record: Record) -> Record:
 
 
 def source_record(fields: Record, *, source: str, index: int, recipe: str) -> Record:
-    """A record read from input, with an id derived from its source, position and content.
+    """A record read from input, with an id derived from its position and content.
 
     A record that already has provenance (synthaug output read again) keeps it: its id,
     parents and annotations, so lineage survives a second pipeline.
@@ -51,7 +51,7 @@ def source_record(fields: Record, *, source: str, index: int, recipe: str) -> Re
     earlier = meta(fields)
     if earlier.get("id"):
         return {**content(fields), META: {**earlier, "source": f"{source}:{index + 1}"}}
-    rid = stable_hash([source, index, content(fields)])
+    rid = stable_hash([index, content(fields)])  # not the path: moving a file keeps its ids
     return {**content(fields), META: {"id": rid, "parents": [], "recipe": recipe,
                                       "step": "input", "source": f"{source}:{index + 1}"}}
 

@@ -172,3 +172,15 @@ def test_sft_and_alpaca_shapes(tmp_path: Path) -> None:
     assert sft[1]["messages"][1]["content"] == "Hello" and len(sft) == 2
     assert alpaca == [{"instruction": "Add", "input": "1 2", "output": "3"},
                       {"instruction": "Hi", "input": "", "output": "Hello"}]
+
+
+def test_sections_without_headers_is_a_clear_failure() -> None:
+    import pytest
+
+    from synthaug.errors import ParseError
+    from synthaug.steps.generate.sections import Sections, parse_sections
+
+    assert parse_sections("no headers at all", ["question", "answer"]) == {}
+    step = Sections(template="x", sections=["question", "answer"])
+    with pytest.raises(ParseError, match="lacks section"):
+        list(step.parse({"_meta": {"id": "a"}}, ["The question is: why?"]))

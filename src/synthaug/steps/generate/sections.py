@@ -24,6 +24,8 @@ def parse_sections(text: str, names: list[str]) -> dict[str, str]:
     pattern = re.compile(rf"^\s*[#*\[]*\s*({labels})\s*[\]*]*\s*:?[ \t]*\**", re.I | re.M)
     marks = list(pattern.finditer(text))
     found: dict[str, str] = {}
+    if not marks:
+        return found
     for mark, following in zip(marks, [*marks[1:], None], strict=True):
         key = next(n for n in names if _label(n).lower() == mark.group(1).lower())
         end = following.start() if following else len(text)

@@ -75,7 +75,7 @@ def run(
     limit: Annotated[int | None, typer.Option(help="Read at most N input records.")] = None,
     seed: Annotated[int | None, typer.Option(help="Run seed.")] = None,
     fmt: Annotated[list[str] | None, typer.Option(
-        "--format", help="Extra output format: parquet or hf (repeatable).")] = None,
+        "--format", help="Extra output: parquet, hf, sft (TRL messages) or alpaca.")] = None,
     sets: Annotated[list[str] | None, typer.Option(
         "--set", help="Step option, STEP.FIELD=VALUE (repeatable).")] = None,
     cache: Annotated[Path | None, typer.Option(help="Cache file (default OUT/cache.sqlite).")]

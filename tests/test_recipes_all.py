@@ -1,0 +1,61 @@
+"""Every built-in recipe runs end to end against an OpenAI-compatible URL, and is tagged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from synthaug import registry
+from synthaug.pipeline import load_recipe
+from synthaug.testing import FakeOpenAIServer, Reply
+from tests.conftest import run, write_jsonl
+from tests.recipe_helpers import prompt_of, recipe_pipeline
+
+ANY = ("1. rivers and lakes\n2. mountains and valleys\n3. clouds and rain\n4. deserts\n"
+       "5. forests\nQuestion: What is a river?\nAnswer: A river is water flowing in a channel.\n"
+       "Problem: Sum a list.\nSolution: use sum().\nSection: intro\nExercises: 1+1\n"
+       "Instruction: Add numbers\nInput: 1 2\nConstraints: none\nResponse: 3\n"
+       "Summary: A river is water flowing.\nOutput: done")
+STAGES = {"data-preparation", "pre-training", "fine-tuning", "instruction-tuning",
+          "preference-alignment"}
+
+
+def reply(body: dict[str, Any]) -> Reply:
+    text = prompt_of(body)
+    if "Score (1-5)" in text:
+        return Reply(text="5 good")
+    if "Translate each part" in text:
+        return Reply(text="Instruction: Ajoute\nInput: 1 2\nOutput: 3")
+    if "Classification:" in text[-20:]:
+        return Reply(text=" No")
+    return Reply(text=ANY)
+
+
+@pytest.mark.parametrize("name", sorted(registry.recipe_files()))
+def test_recipe_runs_against_a_url(name: str, tmp_path: Path) -> None:
+    recipe = load_recipe(registry.recipe_files()[name])
+    assert recipe.description and recipe.tags.approach and recipe.tags.function
+    assert all(s in STAGES or s.startswith("application/") for s in recipe.tags.stage)
+    assert recipe.cites or name == "text-generation"
+    sets: dict[str, dict[str, Any]] = {}
+    for step in recipe.steps:
+        label = step.name or step.use
+        if step.use in ("combinations", "repeat", "taxonomy-sample", "magpie"):
+            sets[label] = {"count": 2}
+        if step.use == "self-instruct-instructions":
+            sets[label] = {"target": 2, "prompts_per_round": 1}
+        if step.use == "evol-instruct":
+            sets[label] = {"rounds": 1}
+    data = None
+    if name == "text-generation":
+        data = write_jsonl(tmp_path / "in.jsonl", [{"instruction": "hi"}])
+    with FakeOpenAIServer(reply) as server:
+        state = run(recipe_pipeline(name, server.url, sets=sets), tmp_path / "out", data,
+                    limit=2)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["recipe"] == name
+    assert state.clients and sum(c.calls for c in state.clients.values()) > 0
+    assert state.steps[0].outputs > 0

@@ -88,3 +88,17 @@ def test_cli_docs_are_generated_from_the_code(tmp_path: Path) -> None:
                     "--output", str(target)], check=True, capture_output=True)
     committed = Path(__file__).parents[1] / "docs" / "cli.md"
     assert target.read_text() == committed.read_text(), "run `make docs`"
+
+
+def test_backend_options_from_the_command_line(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    chatml = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+              "<|im_end|>\n{% endfor %}")
+    result = runner.invoke(app, [
+        "run", "magpie", "-o", str(tmp_path / "o"), "--base-url", server.url,
+        "--backend-option", f"chat_template={chatml}", "--backend-option",
+        "requests_per_minute=6000", "--set", "magpie.count=2"])
+    assert result.exit_code == 0, result.output
+    assert [c["prompt"] for c in server.calls if "prompt" in c] == ["<|im_start|>user\n"] * 2
+    bad = runner.invoke(app, ["run", "magpie", "-o", str(tmp_path / "b"), "--base-url",
+                              server.url, "--backend-option", "chat_tmplate=x"])
+    assert bad.exit_code == 2 and "chat_tmplate" in bad.output

@@ -26,7 +26,7 @@ console = Console(stderr=True)
 
 def _override_backend(recipe: Recipe, backend: str | None, base_url: str | None,
                       model: str | None, concurrency: int | None,
-                      n_threads: int | None) -> None:
+                      n_threads: int | None, extra: list[str]) -> None:
     spec = recipe.backends.get("default", BackendSpec())
     use = backend or ("openai" if base_url else spec.use)
     options = dict(spec.with_) if use == spec.use else {}
@@ -34,6 +34,11 @@ def _override_backend(recipe: Recipe, backend: str | None, base_url: str | None,
                        ("concurrency", concurrency), ("n_threads", n_threads)):
         if value is not None:
             options[key] = value
+    for item in extra:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--backend-option takes KEY=VALUE, got {item!r}")
+        options[key] = _value(raw)
     recipe.backends["default"] = BackendSpec(use=use, **{"with": options})
 
 
@@ -78,6 +83,9 @@ def run(
         "--format", help="Extra output: parquet, hf, sft (TRL messages) or alpaca.")] = None,
     sets: Annotated[list[str] | None, typer.Option(
         "--set", help="Step option, STEP.FIELD=VALUE (repeatable).")] = None,
+    backend_options: Annotated[list[str] | None, typer.Option(
+        "--backend-option", help="Backend option KEY=VALUE, e.g. chat_template=... "
+        "(repeatable).")] = None,
     cache: Annotated[Path | None, typer.Option(help="Cache file (default OUT/cache.sqlite).")]
     = None,
     overwrite: Annotated[bool, typer.Option(help="Discard earlier output in OUT.")] = False,
@@ -86,7 +94,8 @@ def run(
     """Run a recipe; rerunning the same command resumes where it stopped."""
     try:
         spec, source = resolve_recipe(recipe)
-        _override_backend(spec, backend, base_url, model, concurrency, n_threads)
+        _override_backend(spec, backend, base_url, model, concurrency, n_threads,
+                          backend_options or [])
         _apply_sets(spec, sets or [])
         if seed is not None:
             spec.seed = seed

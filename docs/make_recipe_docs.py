@@ -1,0 +1,126 @@
+"""Write docs/recipes/NAME.md for every built-in recipe from its YAML, its steps' docstrings
+and options, and a sample captured from the embedded model (docs/samples/NAME.json).
+
+Capture samples:  python docs/make_recipe_docs.py --capture RUN_FOLDER NAME
+Write the pages:  python docs/make_recipe_docs.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from synthaug import registry
+from synthaug.pipeline import load_recipe
+
+DOCS = Path(__file__).parent
+NOTE = ("**Sample from the embedded SmolLM2-135M model** (offline, `make demo`-style run with "
+        "a small limit). A 135M model shows that the pipeline runs end to end; it does not show "
+        "what the data of a capable teacher model looks like.")
+
+
+def capture(folder: Path, name: str) -> None:
+    """Keep up to two records and the run's counts as the recipe's sample."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    records = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()
+               if line][:2] if (folder / "records.jsonl").exists() else []
+    dropped = folder / "dropped.jsonl"
+    example_drop = json.loads(dropped.read_text().splitlines()[0]) if dropped.exists() and \
+        dropped.read_text().strip() else None
+    sample = {"records": records, "steps": manifest["steps"],
+              "total_records": manifest["total_records"], "side_files": manifest["side_files"],
+              "dropped_example": example_drop}
+    (DOCS / "samples" / f"{name}.json").write_text(json.dumps(sample, indent=1,
+                                                              ensure_ascii=False) + "\n")
+
+
+def _options(use: str, given: dict[str, Any]) -> str:
+    cls = registry.step_class(use)
+    rows = []
+    for field, info in cls.Options.model_fields.items():
+        default = given.get(field, info.default)
+        text = json.dumps(default, ensure_ascii=False) if default is not None else "null"
+        rows.append(f"`{field}`={text[:70]}{'…' if len(text) > 70 else ''}")
+    return ", ".join(rows)
+
+
+def _trim(value: Any, width: int = 400) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= width else value[:width] + "…"
+    if isinstance(value, list):
+        return [_trim(v, width) for v in value]
+    if isinstance(value, dict):
+        return {k: _trim(v, width) for k, v in value.items()}
+    return value
+
+
+def page(name: str, path: Path) -> str:
+    """The Markdown page of one recipe."""
+    recipe = load_recipe(path)
+    lines = [f"# {name}", "", recipe.description.strip(), ""]
+    notes = DOCS / "recipes" / "notes" / f"{name}.md"
+    if notes.exists():
+        lines += ["## How it works", "", notes.read_text(encoding="utf-8").strip(), ""]
+    lines += ["## Citation", ""]
+    lines += [f"- {c}" for c in recipe.cites] or ["- (building block; no paper)"]
+    tags = recipe.tags
+    lines += ["", "## Taxonomy", "", f"- approach: {', '.join(tags.approach)}",
+              f"- lifecycle stage: {', '.join(tags.stage)}",
+              f"- function: {', '.join(tags.function)}", "", "## Steps", ""]
+    for index, spec in enumerate(recipe.steps):
+        cls = registry.step_class(spec.use)
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        lines.append(f"{index + 1}. `{spec.name or spec.use}` (`{spec.use}`): {doc}")
+    source = "--input FILE" if recipe.input == "required" else \
+        f"[--input FILE] (default: the shipped `{recipe.default_input}`)" \
+        if recipe.default_input else ""
+    lines += ["", "## Command", "", "```bash",
+              f"synthaug run {name} --out {name}-out {source}".rstrip(),
+              f"synthaug run {name} --out {name}-out --base-url http://localhost:8000/v1 "
+              "--model MODEL --concurrency 32", "```", "", "## Knobs", "",
+              "Set any of these with `--set STEP.FIELD=VALUE` (STEP is the step's name):", ""]
+    for spec in recipe.steps:
+        lines.append(f"- `{spec.name or spec.use}`: {_options(spec.use, spec.with_)}")
+    sample_path = DOCS / "samples" / f"{name}.json"
+    lines += ["", "## Sample", ""]
+    if sample_path.exists():
+        sample = json.loads(sample_path.read_text())
+        counts = {label: {k: s[k] for k in ("in", "out", "dropped", "failures")}
+                  for label, s in sample["steps"].items()}
+        lines += [NOTE, "", f"Counts of that run: `{json.dumps(counts)}`", ""]
+        if sample["records"]:
+            lines += ["```json"] + [json.dumps(_trim(r), ensure_ascii=False, indent=1)
+                                    for r in sample["records"]] + ["```"]
+        else:
+            lines += ["The 135M model produced no record that passed every check in that "
+                      "run; one dropped record, with its reason:", "", "```json",
+                      json.dumps(_trim(sample["dropped_example"]), ensure_ascii=False,
+                                 indent=1), "```"]
+    else:
+        lines.append("No sample captured yet.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--capture", nargs=2, metavar=("FOLDER", "NAME"))
+    args = parser.parse_args()
+    if args.capture:
+        capture(Path(args.capture[0]), args.capture[1])
+        return
+    for name, path in sorted(registry.recipe_files().items()):
+        (DOCS / "recipes" / f"{name}.md").write_text(page(name, path), encoding="utf-8")
+    index = ["# Recipes", "", "| recipe | approach | stage | cites |", "|---|---|---|---|"]
+    for name, path in sorted(registry.recipe_files().items()):
+        r = load_recipe(path)
+        index.append(f"| [{name}](recipes/{name}.md) | {', '.join(r.tags.approach)} | "
+                     f"{', '.join(r.tags.stage)} | {'; '.join(c.split('.')[0] for c in r.cites)} |")
+    (DOCS / "recipes.md").write_text("\n".join(index) + "\n", encoding="utf-8")
+    print(f"wrote {len(registry.recipe_files())} recipe pages", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

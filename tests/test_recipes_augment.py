@@ -184,3 +184,29 @@ def test_sections_without_headers_is_a_clear_failure() -> None:
     step = Sections(template="x", sections=["question", "answer"])
     with pytest.raises(ParseError, match="lacks section"):
         list(step.parse({"_meta": {"id": "a"}}, ["The question is: why?"]))
+
+
+def test_sections_per_section_mode_asks_once_per_section(server: FakeOpenAIServer,
+                                                         tmp_path: Path) -> None:
+    def reply(body: dict[str, Any]) -> Reply:
+        text = prompt_of(body)
+        return Reply(text="Reverse a list." if "only the problem" in text else "xs[::-1]")
+
+    server.responder = reply
+    run_recipe("oss-instruct", server, tmp_path, [{"language": "python", "snippet": "xs"}],
+               sets={"problem": {"mode": "per_section"}})
+    [record] = read_jsonl(tmp_path / "out" / "records.jsonl")
+    assert (record["problem"], record["solution"]) == ("Reverse a list.", "xs[::-1]")
+    second = prompt_of(server.calls[1])
+    assert "Problem:\nReverse a list." in second and "only the solution" in second
+
+
+def test_translate_per_field_mode(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    server.responder = lambda body: Reply(text="Bonjour" if "Hello" in prompt_of(body)
+                                          else "Dis bonjour")
+    run_recipe("self-translate", server, tmp_path, [{"instruction": "Say hello", "input": "",
+                                                     "output": "Hello"}],
+               sets={"translate": {"mode": "per_field"}})
+    [record] = read_jsonl(tmp_path / "out" / "records.jsonl")
+    assert (record["instruction"], record["output"]) == ("Dis bonjour", "Bonjour")
+    assert len(server.calls) == 2  # the empty input is not sent

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from synthaug import registry
 from synthaug.backends.base import Backend
 from synthaug.errors import ConfigError
-from synthaug.records import stable_hash
+from synthaug.records import ID_SCHEME, stable_hash
 from synthaug.steps.base import Step
 
 
@@ -164,7 +164,7 @@ class Pipeline:
     def config_hash(self) -> str:
         """What makes two runs the same run: steps, options and seed (not concurrency)."""
         cfg = self.config()
-        return stable_hash([cfg["name"], cfg["seed"], cfg["steps"]])
+        return stable_hash([cfg["name"], cfg["seed"], cfg["steps"], ID_SCHEME])
 
 
 def load_recipe(path: Path) -> Recipe:

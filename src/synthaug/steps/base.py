@@ -135,6 +135,11 @@ class LLMStep(Step):
         return make_request(prompt, seed=seed, n=o.n, temperature=o.temperature, top_p=o.top_p,
                             max_tokens=o.max_tokens, stop=o.stop, schema=self.schema)
 
+    async def replies(self, record: Record, request: Request, ctx: StepContext) -> list[str]:
+        """The replies to parse for one record (steps that need several calls override this)."""
+        validate = self.schema.model_validate_json if self.schema else None
+        return [c.text for c in await ctx.complete(request, validate)]
+
     async def process(self, record: Record, ctx: StepContext) -> list[Record]:
         """The outputs for one record; failures and rejects are recorded, never raised."""
         try:
@@ -142,9 +147,8 @@ class LLMStep(Step):
         except MissingField as exc:
             ctx.reject(record, f"missing field '{exc.field}'", exc.field)
             return []
-        validate = self.schema.model_validate_json if self.schema else None
         try:
-            replies = [c.text for c in await ctx.complete(request, validate)]
+            replies = await self.replies(record, request, ctx)
         except BackendError as exc:
             ctx.fail(record, str(exc))
             return []
@@ -158,6 +162,13 @@ class LLMStep(Step):
                       "prompt_sha": prompt_sha(request), "seed": request.seed}
         return [derive([record], out, step=ctx.label, index=i, **provenance)
                 for i, out in enumerate(outputs)]
+
+    async def ask(self, prompt: Prompt, seed: int, ctx: StepContext) -> str:
+        """One reply for `prompt` with this step's sampling options (for multi-call steps)."""
+        o = self.llm_options
+        request = make_request(prompt, seed=seed, temperature=o.temperature, top_p=o.top_p,
+                               max_tokens=o.max_tokens, stop=o.stop)
+        return (await ctx.complete(request))[0].text
 
     async def run(self, stream: AsyncIterator[Record], ctx: StepContext) -> AsyncIterator[Record]:
         assert ctx.llm is not None

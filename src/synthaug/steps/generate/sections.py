@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from synthaug import template
+from synthaug.backends.base import Request
 from synthaug.errors import ParseError
 from synthaug.records import Record, content
 from synthaug.steps.base import LLMOptions, LLMStep, Prompt, StepOptions
+from synthaug.steps.context import StepContext
 
 
 def _label(name: str) -> str:
@@ -41,6 +43,9 @@ class SectionsOptions(LLMOptions):
     sections: list[str]
     required: list[str] | None = None  # default: every section
     max_tokens: int = 512
+    # single: one reply with every section; per_section: one request per section, each seeing
+    # the sections written so far (for small models that cannot keep a multi-part format)
+    mode: Literal["single", "per_section"] = "single"
 
 
 class Sections(LLMStep):
@@ -69,6 +74,20 @@ class Sections(LLMStep):
             messages.insert(0, {"role": "system",
                                 "content": template.render(self.opts.system, record)})
         return messages
+
+    async def replies(self, record: Record, request: Request, ctx: StepContext) -> list[str]:
+        if self.opts.mode == "single":
+            return await super().replies(record, request, ctx)
+        task = template.render(self.opts.template, record)
+        written: list[str] = []
+        for name in self.opts.sections:
+            done = "".join(f"{_label(n)}:\n{t}\n\n" for n, t in zip(
+                self.opts.sections, written, strict=False))
+            ask = f"{task}\n\n{done}Write only the {_label(name).lower()} now, without a heading."
+            text = await self.ask([{"role": "user", "content": ask}], request.seed or 0, ctx)
+            written.append(text.strip())
+        return ["\n".join(f"{_label(n)}: {t}" for n, t in zip(self.opts.sections, written,
+                                                                strict=True))]
 
     def parse(self, record: Record, replies: list[str]) -> Iterable[Record]:
         required = self.opts.required if self.opts.required is not None else self.opts.sections

@@ -4,11 +4,13 @@ each translation paired with its source record (`source` holds the original fiel
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import ClassVar
+from typing import ClassVar, Literal
 
+from synthaug.backends.base import Request
 from synthaug.errors import ParseError
 from synthaug.records import Record, content, meta
 from synthaug.steps.base import LLMOptions, LLMStep, Prompt, StepOptions
+from synthaug.steps.context import StepContext
 from synthaug.steps.generate.sections import parse_sections
 
 
@@ -19,6 +21,7 @@ class TranslateOptions(LLMOptions):
     language: str = "French"
     temperature: float = 0.0
     max_tokens: int = 768
+    mode: Literal["together", "per_field"] = "together"  # per_field: one request per field
 
 
 class Translate(LLMStep):
@@ -46,6 +49,17 @@ class Translate(LLMStep):
                  f"Translate each part below into {self.opts.language}. Keep the part labels "
                  f"({', '.join(f.title() + ':' for f in self._present(record))}) in English "
                  f"and translate only the text after them.\n\n{blocks}"}]
+
+    async def replies(self, record: Record, request: Request, ctx: StepContext) -> list[str]:
+        if self.opts.mode == "together":
+            return await super().replies(record, request, ctx)
+        parts = []
+        for field in self._present(record):
+            ask = (f"Translate into {self.opts.language}. Reply with the translation only."
+                   f"\n\n{record[field]}")
+            text = await self.ask([{"role": "user", "content": ask}], request.seed or 0, ctx)
+            parts.append(f"{field.title()}:\n{text.strip()}")
+        return ["\n\n".join(parts)]
 
     def parse(self, record: Record, replies: list[str]) -> Iterable[Record]:
         present = self._present(record)

@@ -172,3 +172,17 @@ def test_tinystories_rejects_a_story_missing_a_word(server: FakeOpenAIServer,
     assert state.written == 3
     vocab_prompt = prompt_of(server.calls[0])
     assert "simple words" in vocab_prompt
+
+
+def test_magpie_multi_turn_continues_from_the_history(server: FakeOpenAIServer,
+                                                      tmp_path: Path) -> None:
+    asked = iter(["What is rain?", "And snow?"])
+    server.responder = lambda body: Reply(text=next(asked)) if "prompt" in body else \
+        Reply(text="Water falling.")
+    run_recipe("magpie", server, tmp_path, sets={"magpie": {"count": 1, "turns": 2}})
+    raw = [c["prompt"] for c in server.calls if "prompt" in c]
+    assert raw == ["<|im_start|>user\n",
+                   "<|im_start|>user\nWhat is rain?<|im_end|>\n<|im_start|>assistant\n"
+                   "Water falling.<|im_end|>\n<|im_start|>user\n"]
+    [record] = read_jsonl(tmp_path / "out" / "records.jsonl")
+    assert [m["role"] for m in record["messages"]] == ["user", "assistant"] * 2

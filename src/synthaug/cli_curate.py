@@ -16,7 +16,7 @@ from rich.console import Console
 from synthaug.errors import SynthaugError
 from synthaug.executors.local import LocalExecutor, RunConfig
 from synthaug.pipeline import BackendSpec, Pipeline
-from synthaug.steps.base import Step
+from synthaug.steps.base import AnyStep
 
 console = Console(stderr=True)
 Fields = Annotated[list[str] | None, typer.Option("--field", help="Text field (repeatable).")]
@@ -38,7 +38,7 @@ def _fields(dataset: Path, fields: list[str] | None) -> list[str]:
     return (text_fields(first) or ["text"])[:2]
 
 
-def _run(name: str, steps: list[Step], dataset: Path, out: Path,
+def _run(name: str, steps: list[AnyStep], dataset: Path, out: Path,
          backends: dict[str, BackendSpec] | None = None) -> None:
     pipeline = Pipeline.from_steps(*steps, name=name, **({"backends": backends}
                                                           if backends else {}))
@@ -66,7 +66,7 @@ def dedup(
     from synthaug.steps.curate.semantic import SemanticDedup
 
     names = _fields(dataset, fields)
-    chosen: dict[str, Step] = {
+    chosen: dict[str, AnyStep] = {
         "exact": ExactDedup(fields=names),
         "minhash": MinHashDedup(fields=names, threshold=threshold, workers=workers),
         "semantic": SemanticDedup(fields=names, eps=eps)}
@@ -112,7 +112,7 @@ def filter_(
     from synthaug.steps.curate.text_filters import LengthFilter
 
     names = _fields(dataset, fields)
-    steps: list[Step] = [LengthFilter(field=names[0], min_words=min_words, max_words=max_words),
+    steps: list[AnyStep] = [LengthFilter(field=names[0], min_words=min_words, max_words=max_words),
                          quality.RepetitionFilter(fields=names),
                          quality.RefusalFilter(fields=names),
                          quality.NonPrintableFilter(fields=names)]

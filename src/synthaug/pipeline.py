@@ -17,7 +17,7 @@ from synthaug import registry
 from synthaug.backends.base import Backend
 from synthaug.errors import ConfigError
 from synthaug.records import ID_SCHEME, stable_hash
-from synthaug.steps.base import Step
+from synthaug.steps.base import AnyStep
 
 
 class _Strict(BaseModel):
@@ -97,7 +97,7 @@ def build_backend(spec: BackendSpec, *, file: str | None = None, role: str = "de
 class Pipeline:
     """Steps with labels, named backend specs, and the recipe they came from."""
 
-    steps: list[tuple[str, Step]]
+    steps: list[tuple[str, AnyStep]]
     backends: dict[str, BackendSpec] = field(default_factory=lambda: {"default": BackendSpec()})
     name: str = "pipeline"
     seed: int = 0
@@ -105,7 +105,7 @@ class Pipeline:
     source: str | None = None
 
     @classmethod
-    def from_steps(cls, *steps: Step, name: str = "pipeline", **kw: Any) -> Pipeline:
+    def from_steps(cls, *steps: AnyStep, name: str = "pipeline", **kw: Any) -> Pipeline:
         """A pipeline from step objects, labelled by position and class name."""
         labelled = [(f"{i}-{type(s).__name__.lower()}", s) for i, s in enumerate(steps)]
         return cls(steps=labelled, name=name, **kw)
@@ -113,7 +113,7 @@ class Pipeline:
     @classmethod
     def from_recipe(cls, recipe: Recipe, source: str | None = None) -> Pipeline:
         """Build every step, failing on the first unknown step or bad option."""
-        steps: list[tuple[str, Step]] = []
+        steps: list[tuple[str, AnyStep]] = []
         for index, spec in enumerate(recipe.steps):
             label = spec.name or f"{index}-{spec.use}"
             try:

@@ -19,9 +19,9 @@ from synthaug.errors import ConfigError
 
 if TYPE_CHECKING:
     from synthaug.backends.base import Backend
-    from synthaug.steps.base import Step
+    from synthaug.steps.base import AnyStep
 
-_extra_steps: dict[str, type[Step]] = {}
+_extra_steps: dict[str, type[AnyStep]] = {}
 _extra_backends: dict[str, type[Backend]] = {}
 
 
@@ -30,7 +30,7 @@ def _entry_points(group: str) -> dict[str, importlib.metadata.EntryPoint]:
     return {ep.name: ep for ep in importlib.metadata.entry_points(group=group)}
 
 
-def register_step(name: str, cls: type[Step]) -> None:
+def register_step(name: str, cls: type[AnyStep]) -> None:
     """Register a step class under `name` (for code that is not a packaged plugin)."""
     _extra_steps[name] = cls
 
@@ -50,9 +50,9 @@ def _load(group: str, name: str, extra: dict[str, Any], kind: str) -> Any:
     return eps[name].load()
 
 
-def step_class(name: str) -> type[Step]:
+def step_class(name: str) -> type[AnyStep]:
     """The step class registered as `name`."""
-    cls: type[Step] = _load("synthaug.steps", name, _extra_steps, "step")
+    cls: type[AnyStep] = _load("synthaug.steps", name, _extra_steps, "step")
     return cls
 
 

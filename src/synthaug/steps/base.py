@@ -15,7 +15,7 @@ import asyncio
 import os
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -36,14 +36,19 @@ class StepOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Step(ABC):
-    """Transforms an async stream of records."""
+OptionsT = TypeVar("OptionsT", bound=StepOptions)
+
+
+class Step(ABC, Generic[OptionsT]):
+    """Transforms an async stream of records; `options` is an instance of `Options`."""
 
     Options: ClassVar[type[StepOptions]] = StepOptions
     uses_llm: ClassVar[bool] = False
+    options: OptionsT
 
     def __init__(self, options: StepOptions | None = None, **kwargs: Any) -> None:
-        self.options = options if options is not None else self.Options(**kwargs)
+        chosen = options if options is not None else self.Options(**kwargs)
+        self.options = cast(OptionsT, chosen)
 
     def requires(self) -> set[str]:
         """Fields every input record must have."""
@@ -62,7 +67,10 @@ class Step(ABC):
         """Consume `stream`, yield output records."""
 
 
-class Map(Step):
+AnyStep = Step[Any]
+
+
+class Map(Step[OptionsT]):
     """One record in, zero or more out, no I/O."""
 
     @abstractmethod
@@ -80,7 +88,7 @@ class Map(Step):
                 yield derive([record], out, step=ctx.label, index=i)
 
 
-class Filter(Step):
+class Filter(Step[OptionsT]):
     """Keeps or drops records; drops are counted by reason and written to dropped.jsonl."""
 
     @abstractmethod
@@ -109,7 +117,11 @@ class LLMOptions(StepOptions):
     window: int | None = None
 
 
-class LLMStep(Step):
+LLMOptionsT = TypeVar("LLMOptionsT", bound=LLMOptions)
+RoundsOptionsT = TypeVar("RoundsOptionsT", bound="RoundsOptions")
+
+
+class LLMStep(Step[LLMOptionsT]):
     """Asks a model about each record; the base owns concurrency, caching and failures."""
 
     Options: ClassVar[type[StepOptions]] = LLMOptions
@@ -124,14 +136,9 @@ class LLMStep(Step):
     def parse(self, record: Record, replies: list[str]) -> Iterable[Record]:
         """Output records from the replies; raise ParseError (or ValueError) if unusable."""
 
-    @property
-    def llm_options(self) -> LLMOptions:
-        assert isinstance(self.options, LLMOptions)
-        return self.options
-
     def request(self, prompt: Prompt, seed: int) -> Request:
         """The request for one prompt, with this step's sampling options."""
-        o = self.llm_options
+        o = self.options
         return make_request(prompt, seed=seed, n=o.n, temperature=o.temperature, top_p=o.top_p,
                             max_tokens=o.max_tokens, stop=o.stop, schema=self.schema)
 
@@ -165,14 +172,14 @@ class LLMStep(Step):
 
     async def ask(self, prompt: Prompt, seed: int, ctx: StepContext) -> str:
         """One reply for `prompt` with this step's sampling options (for multi-call steps)."""
-        o = self.llm_options
+        o = self.options
         request = make_request(prompt, seed=seed, temperature=o.temperature, top_p=o.top_p,
                                max_tokens=o.max_tokens, stop=o.stop)
         return (await ctx.complete(request))[0].text
 
     async def run(self, stream: AsyncIterator[Record], ctx: StepContext) -> AsyncIterator[Record]:
         assert ctx.llm is not None
-        window = self.llm_options.window or 2 * ctx.llm.concurrency
+        window = self.options.window or 2 * ctx.llm.concurrency
         async for outputs in concurrent_map(stream, lambda r: self.process(r, ctx), window):
             for out in outputs:
                 yield out
@@ -202,7 +209,7 @@ def make_request(
     )
 
 
-class Generator(Step):
+class Generator(Step[OptionsT]):
     """Produces records from nothing, or from a small pool (the upstream records)."""
 
     def provides(self) -> set[str] | None:
@@ -218,7 +225,7 @@ class Generator(Step):
             yield record
 
 
-class Global(Step):
+class Global(Step[OptionsT]):
     """Needs state across the stream: `observe` may emit at once, `finish` at the end."""
 
     @abstractmethod
@@ -244,7 +251,7 @@ class RoundsOptions(StepOptions):
     between_rounds: str | None = None  # shell command run after each round
 
 
-class Rounds(Step):
+class Rounds(Step[RoundsOptionsT]):
     """Repeats `round` with state held on the step; a shell hook may run between rounds."""
 
     Options: ClassVar[type[StepOptions]] = RoundsOptions
@@ -261,7 +268,6 @@ class Rounds(Step):
         """Run round `index`; return its records and whether to stop."""
 
     async def run(self, stream: AsyncIterator[Record], ctx: StepContext) -> AsyncIterator[Record]:
-        assert isinstance(self.options, RoundsOptions)
         await self.start([record async for record in stream], ctx)
         for index in range(self.options.rounds):
             records, stop = await self.round(index, ctx)

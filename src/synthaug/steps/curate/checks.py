@@ -29,18 +29,16 @@ class MustContainOptions(StepOptions):
     word_fields: list[str] = ["noun", "verb", "adjective"]  # fields each holding a word
 
 
-class MustContain(Filter):
+class MustContain(Filter[MustContainOptions]):
     """Drops records whose text misses the word held in any of `word_fields`."""
 
     Options: ClassVar[type[StepOptions]] = MustContainOptions
 
     def requires(self) -> set[str]:
-        assert isinstance(self.options, MustContainOptions)
         return {self.options.field, *self.options.word_fields}
 
     def keep(self, record: Record) -> bool | tuple[bool, str]:
         o = self.options
-        assert isinstance(o, MustContainOptions)
         text = str(record.get(o.field, ""))
         missing = [f for f in o.word_fields if not contains_word(text, str(record.get(f, "")))]
         return (False, f"missing the {missing[0]}") if missing else True
@@ -68,28 +66,23 @@ class FaithfulnessOptions(StepOptions):
     min_support: float = 0.6
 
 
-class Faithfulness(Step):
+class Faithfulness(Step[FaithfulnessOptions]):
     """Keeps records grounded in their passage; the score or verdict stays in the record."""
 
     Options: ClassVar[type[StepOptions]] = FaithfulnessOptions
 
-    @property
-    def opts(self) -> FaithfulnessOptions:
-        assert isinstance(self.options, FaithfulnessOptions)
-        return self.options
-
     def requires(self) -> set[str]:
-        return {self.opts.passage_field, *self.opts.fields}
+        return {self.options.passage_field, *self.options.fields}
 
     def provides(self) -> set[str]:
         return {"faithfulness"}
 
     def backend_roles(self) -> list[str]:
-        return [self.opts.judge] if self.opts.judge else []
+        return [self.options.judge] if self.options.judge else []
 
     async def check(self, record: Record, ctx: StepContext) -> Record | None:
         """The record with its faithfulness, or None (dropped, or failed)."""
-        o = self.opts
+        o = self.options
         answer = "\n".join(str(record.get(f, "")) for f in o.fields)
         passage = str(record[o.passage_field])
         verdict: dict[str, Any]
@@ -113,7 +106,7 @@ class Faithfulness(Step):
         return out
 
     async def run(self, stream: AsyncIterator[Record], ctx: StepContext) -> AsyncIterator[Record]:
-        window = 2 * ctx.client().concurrency if self.opts.judge else 64
+        window = 2 * ctx.client().concurrency if self.options.judge else 64
         async for out in concurrent_map(stream, lambda r: self.check(r, ctx), window):
             if out is not None:
                 yield out

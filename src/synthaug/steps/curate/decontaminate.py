@@ -51,7 +51,7 @@ _JUDGE = ("Here are two texts. Say whether TEXT B is the same problem as TEXT A,
           "'yes' or 'no'.\n\nTEXT A:\n{a}\n\nTEXT B:\n{b}\n\nSame problem?")
 
 
-class Decontaminate(Step):
+class Decontaminate(Step[DecontaminateOptions]):
     """Finds records that copy or rephrase benchmark items."""
 
     Options: ClassVar[type[StepOptions]] = DecontaminateOptions
@@ -60,37 +60,32 @@ class Decontaminate(Step):
         super().__init__(options, **kwargs)
         self._items: list[benchmarks.BenchmarkItem] | None = None
 
-    @property
-    def opts(self) -> DecontaminateOptions:
-        assert isinstance(self.options, DecontaminateOptions)
-        return self.options
-
     def backend_roles(self) -> list[str]:
-        return [self.opts.judge] if self.opts.judge else []
+        return [self.options.judge] if self.options.judge else []
 
     def requires(self) -> set[str]:
-        return set(self.opts.fields)
+        return set(self.options.fields)
 
     def prepare(self) -> None:
         """Load the benchmark packs and build the n-gram index and embeddings."""
         if self._items is not None:
             return
-        self._items = benchmarks.load(self.opts.benchmarks)
+        self._items = benchmarks.load(self.options.benchmarks)
         self._index: dict[int, int] = {}
         for position, item in enumerate(self._items):
-            for key in _ngrams(words(item.text), self.opts.ngram):
+            for key in _ngrams(words(item.text), self.options.ngram):
                 self._index.setdefault(key, position)
         self._matrix = None
-        if self.opts.embedder:
+        if self.options.embedder:
             from synthaug.embed import get_embedder
 
-            self._embedder = get_embedder(self.opts.embedder)
+            self._embedder = get_embedder(self.options.embedder)
             self._matrix = self._embedder.encode([i.text for i in self._items])
 
     def ngram_hit(self, text: str) -> tuple[int, int] | None:
         """(item position, shared n-grams) of the item sharing most n-grams, if any."""
         hits: dict[int, int] = {}
-        for key in _ngrams(words(text), self.opts.ngram):
+        for key in _ngrams(words(text), self.options.ngram):
             position = self._index.get(key)
             if position is not None:
                 hits[position] = hits.get(position, 0) + 1
@@ -104,7 +99,7 @@ class Decontaminate(Step):
         batch: list[Record] = []
         async for record in stream:
             batch.append(record)
-            if len(batch) >= self.opts.batch_size:
+            if len(batch) >= self.options.batch_size:
                 for out in await self._batch(batch, ctx):
                     yield out
                 batch = []
@@ -112,7 +107,7 @@ class Decontaminate(Step):
             yield out
 
     async def _batch(self, batch: list[Record], ctx: StepContext) -> list[Record]:
-        texts = [record_text(r, self.opts.fields) for r in batch]
+        texts = [record_text(r, self.options.fields) for r in batch]
         found: list[dict[str, Any] | None] = [None] * len(batch)
         for i, text in enumerate(texts):
             hit = self.ngram_hit(text)
@@ -132,7 +127,7 @@ class Decontaminate(Step):
 
     async def _decide(self, text: str, position: int, score: float,
                       ctx: StepContext) -> dict[str, Any] | None:
-        o = self.opts
+        o = self.options
         if score >= o.embedding_threshold:
             return self._finding(position, "embedding", score)
         if score < o.candidate_threshold:
@@ -169,7 +164,7 @@ class Decontaminate(Step):
             return {**record, "_meta": {**meta(record), "contamination_candidate": finding}}
         ctx.stats.notes[f"hits:{finding['benchmark']}:{finding['method']}"] += 1
         marked = {**record, "_meta": {**meta(record), "contamination": finding}}
-        if self.opts.action == "flag":
+        if self.options.action == "flag":
             return {**marked, "contamination": finding}
         ctx.drop(marked, f"contaminated ({finding['benchmark']})",
                  f"{finding['method']} match with {finding['benchmark']} {finding['item']}")

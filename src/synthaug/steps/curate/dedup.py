@@ -35,7 +35,7 @@ def _mark(record: Record) -> Record:
     return {**record, "_meta": {**meta(record), "cluster": meta(record).get("id")}}
 
 
-class ExactDedup(Global):
+class ExactDedup(Global[DedupOptions]):
     """Drops records whose normalized text was seen before (8-byte BLAKE2b keys)."""
 
     Options: ClassVar[type[StepOptions]] = DedupOptions
@@ -44,16 +44,11 @@ class ExactDedup(Global):
         super().__init__(options, **kwargs)
         self._seen: dict[bytes, str] = {}
 
-    @property
-    def opts(self) -> DedupOptions:
-        assert isinstance(self.options, DedupOptions)
-        return self.options
-
     def requires(self) -> set[str]:
-        return set(self.opts.fields)
+        return set(self.options.fields)
 
     def observe(self, record: Record, ctx: StepContext) -> Iterable[Record]:
-        text = normalize(record_text(record, self.opts.fields))
+        text = normalize(record_text(record, self.options.fields))
         key = hashlib.blake2b(text.encode(), digest_size=8).digest()
         first = self._seen.get(key)
         if first is not None:
@@ -112,7 +107,7 @@ def band_keys(texts: list[str], shingle_size: int, num_perm: int, seed: int,
             for sig in signatures]
 
 
-class MinHashDedup(Step):
+class MinHashDedup(Step[MinHashOptions]):
     """Near-duplicate removal: a record matching a kept record in any LSH band is dropped.
 
     Signatures are computed per batch, in this process or in `workers` processes (batches
@@ -123,7 +118,7 @@ class MinHashDedup(Step):
 
     def __init__(self, options: StepOptions | None = None, **kwargs: object) -> None:
         super().__init__(options, **kwargs)
-        o = self.opts
+        o = self.options
         if (o.bands is None) != (o.rows is None):
             raise ConfigError("set both bands and rows, or neither (then threshold is used)",
                               field="bands")
@@ -135,16 +130,11 @@ class MinHashDedup(Step):
         self._index: dict[int, int] = {}  # band key -> 1-based position in _kept_ids
         self._kept_ids: list[str] = []
 
-    @property
-    def opts(self) -> MinHashOptions:
-        assert isinstance(self.options, MinHashOptions)
-        return self.options
-
     def requires(self) -> set[str]:
-        return set(self.opts.fields)
+        return set(self.options.fields)
 
     def _keys(self, batch: list[Record], pool: Executor | None) -> Awaitable[list[list[int]]]:
-        o = self.opts
+        o = self.options
         args = ([record_text(r, o.fields) for r in batch], o.shingle_size, o.num_perm, o.seed,
                 self.rows, self.bands)
         if pool is None:
@@ -154,7 +144,7 @@ class MinHashDedup(Step):
         return asyncio.get_running_loop().run_in_executor(pool, band_keys, *args)
 
     async def run(self, stream: AsyncIterator[Record], ctx: StepContext) -> AsyncIterator[Record]:
-        workers = self.opts.workers
+        workers = self.options.workers
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) \
             if workers > 1 else None
         pending: deque[tuple[list[Record], Awaitable[list[list[int]]]]] = deque()
@@ -162,7 +152,7 @@ class MinHashDedup(Step):
         try:
             async for record in stream:
                 batch.append(record)
-                if len(batch) >= self.opts.batch_size:
+                if len(batch) >= self.options.batch_size:
                     pending.append((batch, self._keys(batch, pool)))
                     batch = []
                     while len(pending) > workers:

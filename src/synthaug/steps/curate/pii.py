@@ -65,18 +65,16 @@ def redact(text: str, spans: list[tuple[int, int, str]]) -> str:
     return text
 
 
-class PIIRedact(Map):
+class PIIRedact(Map[PIIOptions]):
     """Replaces PII in the given fields and reports what was redacted, by type."""
 
     Options: ClassVar[type[StepOptions]] = PIIOptions
 
     def requires(self) -> set[str]:
-        assert isinstance(self.options, PIIOptions)
         return set(self.options.fields)
 
     def apply(self, record: Record) -> Iterable[Record]:
         o = self.options
-        assert isinstance(o, PIIOptions)
         out, counts = dict(record), Counter[str]()
         for field in o.fields:
             value = record.get(field)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import unicodedata
 from collections import Counter
 from functools import cache
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from synthaug.errors import MissingDependency
 from synthaug.records import Record
@@ -20,15 +20,16 @@ class FieldsOptions(StepOptions):
     fields: list[str] = ["text"]
 
 
-class _FieldsFilter(Filter):
+FieldsT = TypeVar("FieldsT", bound=FieldsOptions)
+
+
+class _FieldsFilter(Filter[FieldsT]):
     Options: ClassVar[type[StepOptions]] = FieldsOptions
 
     def requires(self) -> set[str]:
-        assert isinstance(self.options, FieldsOptions)
         return set(self.options.fields)
 
     def text(self, record: Record) -> str:
-        assert isinstance(self.options, FieldsOptions)
         return record_text(record, self.options.fields)
 
 
@@ -58,14 +59,13 @@ def _ngram_char_fraction(tokens: list[str], n: int, top_only: bool) -> float:
     return sum(len(t) for t, c in zip(tokens, covered, strict=True) if c) / total
 
 
-class RepetitionFilter(_FieldsFilter):
+class RepetitionFilter(_FieldsFilter[RepetitionOptions]):
     """Drops texts with many repeated lines or n-grams (degenerate generations)."""
 
     Options: ClassVar[type[StepOptions]] = RepetitionOptions
 
     def keep(self, record: Record) -> bool | tuple[bool, str]:
         o = self.options
-        assert isinstance(o, RepetitionOptions)
         text = self.text(record)
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         if lines and 1 - len(set(lines)) / len(lines) > o.max_duplicate_line_fraction:
@@ -100,14 +100,13 @@ def detect_language(text: str) -> tuple[str, float]:
     return str(language), float(probability)
 
 
-class LanguageFilter(_FieldsFilter):
+class LanguageFilter(_FieldsFilter[LanguageOptions]):
     """Keeps texts detected (py3langid) as one of `languages` with enough confidence."""
 
     Options: ClassVar[type[StepOptions]] = LanguageOptions
 
     def keep(self, record: Record) -> bool | tuple[bool, str]:
         o = self.options
-        assert isinstance(o, LanguageOptions)
         language, probability = detect_language(self.text(record))
         if language not in o.languages:
             return False, f"language {language}"
@@ -128,13 +127,12 @@ class RefusalOptions(FieldsOptions):
     phrases: list[str] = list(REFUSALS)
 
 
-class RefusalFilter(_FieldsFilter):
+class RefusalFilter(_FieldsFilter[RefusalOptions]):
     """Drops texts containing refusal phrases ("As an AI language model ...")."""
 
     Options: ClassVar[type[StepOptions]] = RefusalOptions
 
     def keep(self, record: Record) -> bool | tuple[bool, str]:
-        assert isinstance(self.options, RefusalOptions)
         lowered = " ".join(self.text(record).lower().replace("’", "'").split())
         for phrase in self.options.phrases:
             if phrase in lowered:
@@ -157,13 +155,12 @@ def non_printable_ratio(text: str) -> float:
     return bad / len(text)
 
 
-class NonPrintableFilter(_FieldsFilter):
+class NonPrintableFilter(_FieldsFilter[NonPrintableOptions]):
     """Drops texts with too many non-printable characters (broken encodings, binary)."""
 
     Options: ClassVar[type[StepOptions]] = NonPrintableOptions
 
     def keep(self, record: Record) -> bool | tuple[bool, str]:
-        assert isinstance(self.options, NonPrintableOptions)
         if non_printable_ratio(self.text(record)) > self.options.max_ratio:
             return False, "non-printable characters"
         return True
@@ -177,18 +174,16 @@ class ScoreOptions(StepOptions):
     max: float | None = None
 
 
-class ScoreFilter(Filter):
+class ScoreFilter(Filter[ScoreOptions]):
     """Keeps records whose numeric `field` lies in [min, max]; the score stays in the record."""
 
     Options: ClassVar[type[StepOptions]] = ScoreOptions
 
     def requires(self) -> set[str]:
-        assert isinstance(self.options, ScoreOptions)
         return {self.options.field}
 
     def keep(self, record: Record) -> bool | tuple[bool, str]:
         o = self.options
-        assert isinstance(o, ScoreOptions)
         value = record.get(o.field)
         if not isinstance(value, int | float):
             return False, f"no numeric {o.field}"

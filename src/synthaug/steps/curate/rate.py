@@ -29,24 +29,19 @@ class RateOptions(LLMOptions):
     max_tokens: int = 48
 
 
-class LLMRate(LLMStep):
+class LLMRate(LLMStep[RateOptions]):
     """Asks a judge model for a 1-5 quality score; stores it and the judge's reason."""
 
     Options: ClassVar[type[StepOptions]] = RateOptions
 
-    @property
-    def opts(self) -> RateOptions:
-        assert isinstance(self.options, RateOptions)
-        return self.options
-
     def requires(self) -> set[str]:
-        return {self.opts.instruction_field, self.opts.response_field}
+        return {self.options.instruction_field, self.options.response_field}
 
     def provides(self) -> set[str]:
-        return {self.opts.score_field, f"{self.opts.score_field}_reason"}
+        return {self.options.score_field, f"{self.options.score_field}_reason"}
 
     def prompt(self, record: Record) -> Prompt:
-        o = self.opts
+        o = self.options
         given = str(record.get(o.input_field, "")) if o.input_field else ""
         text = _PROMPT.format(
             instruction=record[o.instruction_field], response=record[o.response_field],
@@ -58,5 +53,5 @@ class LLMRate(LLMStep):
         if match is None:
             raise ParseError(f"no 1-5 score in the reply: {replies[0][:80]!r}")
         reason = replies[0][match.end():].strip(" .:-\n")
-        yield {**content(record), self.opts.score_field: int(match.group(1)),
-               f"{self.opts.score_field}_reason": reason}
+        yield {**content(record), self.options.score_field: int(match.group(1)),
+               f"{self.options.score_field}_reason": reason}

@@ -30,7 +30,7 @@ class SemanticOptions(StepOptions):
     seed: int = 0
 
 
-class SemanticDedup(Global):
+class SemanticDedup(Global[SemanticOptions]):
     """Drops records semantically near a kept record of the same k-means cluster."""
 
     Options: ClassVar[type[StepOptions]] = SemanticOptions
@@ -39,13 +39,8 @@ class SemanticDedup(Global):
         super().__init__(options, **kwargs)
         self._records: list[Record] = []
 
-    @property
-    def opts(self) -> SemanticOptions:
-        assert isinstance(self.options, SemanticOptions)
-        return self.options
-
     def requires(self) -> set[str]:
-        return set(self.opts.fields)
+        return set(self.options.fields)
 
     def observe(self, record: Record, ctx: StepContext) -> Iterable[Record]:
         self._records.append(record)
@@ -56,7 +51,7 @@ class SemanticDedup(Global):
         if not records:
             return []
         keep, duplicate_of = self.prune(
-            [record_text(r, self.opts.fields) for r in records])
+            [record_text(r, self.options.fields) for r in records])
         out = []
         for i, record in enumerate(records):
             if keep[i]:
@@ -64,7 +59,7 @@ class SemanticDedup(Global):
                 continue
             first = meta(records[duplicate_of[i]]).get("id")
             ctx.drop({**record, "_meta": {**meta(record), "cluster": first}},
-                     "semantic duplicate", f"cosine > {1 - self.opts.eps:.2f} with {first}")
+                     "semantic duplicate", f"cosine > {1 - self.options.eps:.2f} with {first}")
             ctx.stats.notes["semantic duplicates"] += 1
         return out
 
@@ -76,7 +71,7 @@ class SemanticDedup(Global):
 
         from synthaug.embed import get_embedder
 
-        o = self.opts
+        o = self.options
         vectors = get_embedder(o.embedder).encode(texts)
         if o.dims and o.dims < vectors.shape[1] and len(texts) > o.dims:
             vectors = PCA(o.dims, random_state=o.seed).fit_transform(vectors)

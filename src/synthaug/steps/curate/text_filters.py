@@ -17,24 +17,21 @@ class KeywordOptions(StepOptions):
     ignore_case: bool = True
 
 
-class KeywordFilter(Filter):
+class KeywordFilter(Filter[KeywordOptions]):
     """Drops records whose `field` contains any of `words` as a whole word or phrase."""
 
     Options: ClassVar[type[StepOptions]] = KeywordOptions
 
     def __init__(self, options: StepOptions | None = None, **kwargs: object) -> None:
         super().__init__(options, **kwargs)
-        assert isinstance(self.options, KeywordOptions)
         flags = re.IGNORECASE if self.options.ignore_case else 0
         self._patterns = [(w, re.compile(rf"\b{re.escape(w)}\b", flags))
                           for w in self.options.words]
 
     def requires(self) -> set[str]:
-        assert isinstance(self.options, KeywordOptions)
         return {self.options.field}
 
     def keep(self, record: Record) -> bool | tuple[bool, str]:
-        assert isinstance(self.options, KeywordOptions)
         text = str(record.get(self.options.field, ""))
         for word, pattern in self._patterns:
             if pattern.search(text):
@@ -50,17 +47,15 @@ class LengthOptions(StepOptions):
     max_words: int | None = None
 
 
-class LengthFilter(Filter):
+class LengthFilter(Filter[LengthOptions]):
     """Drops records whose `field` has fewer than `min_words` or more than `max_words` words."""
 
     Options: ClassVar[type[StepOptions]] = LengthOptions
 
     def requires(self) -> set[str]:
-        assert isinstance(self.options, LengthOptions)
         return {self.options.field}
 
     def keep(self, record: Record) -> bool | tuple[bool, str]:
-        assert isinstance(self.options, LengthOptions)
         words = len(str(record.get(self.options.field, "")).split())
         if words < self.options.min_words:
             return False, "too short"

@@ -45,43 +45,38 @@ def stop_reason(message: str, history: list[dict[str, str]]) -> str | None:
     return None
 
 
-class SelfChat(Step):
+class SelfChat(Step[SelfChatOptions]):
     """Emits one record per dialogue, in TRL's `messages` shape."""
 
     Options: ClassVar[type[StepOptions]] = SelfChatOptions
     uses_llm = True
 
-    @property
-    def opts(self) -> SelfChatOptions:
-        assert isinstance(self.options, SelfChatOptions)
-        return self.options
-
     def requires(self) -> set[str]:
-        return {self.opts.opening_field}
+        return {self.options.opening_field}
 
     def provides(self) -> set[str]:
         return {"messages", "stop_reason"}
 
     def backend_roles(self) -> list[str]:
-        roles = [self.opts.backend]
-        if self.opts.user_backend and self.opts.user_backend != self.opts.backend:
-            roles.append(self.opts.user_backend)
+        roles = [self.options.backend]
+        if self.options.user_backend and self.options.user_backend != self.options.backend:
+            roles.append(self.options.user_backend)
         return roles
 
     def _request(self, messages: list[dict[str, str]], seed: int) -> Request:
-        o = self.opts
+        o = self.options
         return Request(messages=tuple(messages), seed=seed, temperature=o.temperature,
                        top_p=o.top_p, max_tokens=o.max_tokens)
 
     def _as_user(self, record: Record, history: list[dict[str, str]]) -> list[dict[str, str]]:
-        topic = str(record.get(self.opts.topic_field, record[self.opts.opening_field]))
+        topic = str(record.get(self.options.topic_field, record[self.options.opening_field]))
         transcript = "\n".join(f"{t['role'].upper()}: {t['content']}" for t in history)
         return [{"role": "system", "content": _USER_ROLE.format(topic=topic)},
                 {"role": "user", "content": transcript}]
 
     async def dialogue(self, record: Record, ctx: StepContext) -> list[Record]:
         """One dialogue seeded by the record's opening question."""
-        o = self.opts
+        o = self.options
         history = [{"role": "user", "content": str(record[o.opening_field])}]
         system = [{"role": "system", "content": template.render(o.assistant_system, record)}] \
             if o.assistant_system else []

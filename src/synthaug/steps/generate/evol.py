@@ -110,47 +110,42 @@ class EvolOptions(RoundsOptions):
     instruction_field: str = "instruction"
 
 
-class EvolInstruct(Rounds):
+class EvolInstruct(Rounds[EvolOptions]):
     """Evolves each instruction once per round; emits survivors with their lineage."""
 
     Options: ClassVar[type[StepOptions]] = EvolOptions
     uses_llm = True
 
-    @property
-    def opts(self) -> EvolOptions:
-        assert isinstance(self.options, EvolOptions)
-        return self.options
-
     def requires(self) -> set[str]:
-        return {self.opts.instruction_field}
+        return {self.options.instruction_field}
 
     def provides(self) -> set[str]:
         return {"instruction", "response", "evolution", "round"}
 
     async def start(self, pool: list[Record], ctx: StepContext) -> None:
-        field = self.opts.instruction_field
+        field = self.options.instruction_field
         self.current = [{**r, "instruction": str(r[field]), "evolution": []} for r in pool]
 
     def _operation(self, record: Record, index: int, ctx: StepContext) -> str:
-        names = self.opts.operations or list(OPERATIONS[self.opts.variant])
+        names = self.options.operations or list(OPERATIONS[self.options.variant])
         return random.Random(ctx.seed_for(record, "op", index)).choice(names)
 
     def _request(self, text: str, seed: int, max_tokens: int) -> Request:
         return Request(messages=({"role": "user", "content": text},), seed=seed,
-                       temperature=self.opts.temperature, max_tokens=max_tokens)
+                       temperature=self.options.temperature, max_tokens=max_tokens)
 
     async def _evolve(self, record: Record, index: int, ctx: StepContext) -> Record | None:
         op = self._operation(record, index, ctx)
-        how = OPERATIONS[self.opts.variant][op]
+        how = OPERATIONS[self.options.variant][op]
         parent = str(record["instruction"])
         ask = _BREADTH_HEAD.format(instruction=parent) if op == "breadth" else \
             _DEPTH_HEAD.format(how=how, instruction=parent)
         seed = ctx.seed_for(record, "evolve", index)
         try:
-            evolved = (await ctx.complete(self._request(ask, seed, self.opts.max_tokens)))[0]
+            evolved = (await ctx.complete(self._request(ask, seed, self.options.max_tokens)))[0]
             text = evolved.text.strip()
             answer = (await ctx.complete(self._request(text or "-", seed,
-                                                       self.opts.response_max_tokens)))[0].text
+                                                       self.options.response_max_tokens)))[0].text
         except BackendError as exc:
             ctx.fail(record, str(exc))
             return None
@@ -160,8 +155,8 @@ class EvolInstruct(Rounds):
                                   "parent_instruction": parent},
                        step=ctx.label, index=index, backend=ctx.llm.backend.name,
                        model=ctx.llm.backend.model, prompt_sha=prompt_sha(
-                           self._request(ask, seed, self.opts.max_tokens)), seed=seed)
-        reason = eliminate(text, parent, answer, same_threshold=self.opts.same_threshold)
+                           self._request(ask, seed, self.options.max_tokens)), seed=seed)
+        reason = eliminate(text, parent, answer, same_threshold=self.options.same_threshold)
         if reason:
             ctx.drop(child, reason, f"{op} in round {index}")
             return None

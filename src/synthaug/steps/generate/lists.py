@@ -41,31 +41,26 @@ class ExpandOptions(LLMOptions):
     max_tokens: int = 512
 
 
-class ExpandList(LLMStep):
+class ExpandList(LLMStep[ExpandOptions]):
     """One record per list item the model writes; the parent's fields are kept."""
 
     Options: ClassVar[type[StepOptions]] = ExpandOptions
 
-    @property
-    def opts(self) -> ExpandOptions:
-        assert isinstance(self.options, ExpandOptions)
-        return self.options
-
     def requires(self) -> set[str]:
-        return set(template.fields(self.opts.template))
+        return set(template.fields(self.options.template))
 
     def provides(self) -> set[str]:
-        return {self.opts.output_field, f"{self.opts.output_field}_index"}
+        return {self.options.output_field, f"{self.options.output_field}_index"}
 
     def prompt(self, record: Record) -> Prompt:
-        messages = [{"role": "user", "content": template.render(self.opts.template, record)}]
-        if self.opts.system:
+        messages = [{"role": "user", "content": template.render(self.options.template, record)}]
+        if self.options.system:
             messages.insert(0, {"role": "system",
-                                "content": template.render(self.opts.system, record)})
+                                "content": template.render(self.options.system, record)})
         return messages
 
     def parse(self, record: Record, replies: list[str]) -> Iterable[Record]:
-        o = self.opts
+        o = self.options
         items = [i for reply in replies for i in parse_list(reply)]
         items = list(dict.fromkeys(items))[: o.max_items]
         if len(items) < o.min_items:

@@ -54,17 +54,12 @@ class MagpieOptions(StepOptions):
     max_response_tokens: int = 384
 
 
-class Magpie(Generator):
+class Magpie(Generator[MagpieOptions]):
     """Instructions from the pre-query prefix alone, then responses; empty and duplicate
     instructions are dropped with their reason."""
 
     Options: ClassVar[type[StepOptions]] = MagpieOptions
     uses_llm = True
-
-    @property
-    def opts(self) -> MagpieOptions:
-        assert isinstance(self.options, MagpieOptions)
-        return self.options
 
     def provides(self) -> set[str]:
         return {"instruction", "response", "messages"}
@@ -83,7 +78,7 @@ class Magpie(Generator):
 
     async def _conversation(self, index: int, chat_template: str,
                             ctx: StepContext) -> tuple[list[dict[str, str]], dict[str, Any]]:
-        o, history = self.opts, list[dict[str, str]]()
+        o, history = self.options, list[dict[str, str]]()
         first: dict[str, Any] = {}
         for turn in range(o.turns):
             prefix, end = pre_query(chat_template, history)
@@ -116,7 +111,7 @@ class Magpie(Generator):
                 return None
             return index, history, first
 
-        for done in await asyncio.gather(*map(one, range(self.opts.count))):
+        for done in await asyncio.gather(*map(one, range(self.options.count))):
             if done is None:
                 continue
             index, history, first = done

@@ -43,23 +43,20 @@ class FewShotOptions(StepOptions):
     output_field: str = "examples"
 
 
-class FewShot(Map):
+class FewShot(Map[FewShotOptions]):
     """Adds `examples`: k examples sampled from a pool, each rendered with `format`."""
 
     Options: ClassVar[type[StepOptions]] = FewShotOptions
 
     def __init__(self, options: StepOptions | None = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
-        assert isinstance(self.options, FewShotOptions)
         self.pool: list[dict[str, Any]] = load_data(self.options.pool)
 
     def provides(self) -> set[str]:
-        assert isinstance(self.options, FewShotOptions)
         return {self.options.output_field, f"{self.options.output_field}_ids"}
 
     def apply(self, record: Record) -> Iterable[Record]:
         o = self.options
-        assert isinstance(o, FewShotOptions)
         chosen = _rng(record, "few-shot").sample(range(len(self.pool)), min(o.k, len(self.pool)))
         shots = [template.render(o.format, self.pool[i]) for i in chosen]
         yield {**content(record), o.output_field: o.separator.join(shots),
@@ -76,7 +73,7 @@ class CombinationsOptions(StepOptions):
     unique: bool = True
 
 
-class Combinations(Generator):
+class Combinations(Generator[CombinationsOptions]):
     """Records of attribute combinations drawn uniformly (seeded), e.g. topic x audience."""
 
     Options: ClassVar[type[StepOptions]] = CombinationsOptions
@@ -86,7 +83,6 @@ class Combinations(Generator):
 
     def _axes(self) -> dict[str, list[str]]:
         o = self.options
-        assert isinstance(o, CombinationsOptions)
         axes = dict(o.axes or {})
         if o.axes_file:
             axes.update(load_data(o.axes_file))
@@ -94,7 +90,6 @@ class Combinations(Generator):
 
     async def generate(self, pool: list[Record], ctx: StepContext) -> AsyncIterator[Record]:
         o = self.options
-        assert isinstance(o, CombinationsOptions)
         axes, rng = self._axes(), random.Random(ctx.seed_for(None, "combos"))
         seen: set[str] = set()
         for index in itertools.count():
@@ -121,21 +116,19 @@ class SystemPoolOptions(StepOptions):
     mode: str = "sample"  # sample: one per record; all: one record per strategy
 
 
-class SystemMessages(Map):
+class SystemMessages(Map[SystemPoolOptions]):
     """Assigns system messages (with their strategy name) from a pool, as in Orca."""
 
     Options: ClassVar[type[StepOptions]] = SystemPoolOptions
 
     def __init__(self, options: StepOptions | None = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
-        assert isinstance(self.options, SystemPoolOptions)
         self.pool: list[dict[str, str]] = load_data(self.options.pool)
 
     def provides(self) -> set[str]:
         return {"strategy", "system_message"}
 
     def apply(self, record: Record) -> Iterable[Record]:
-        assert isinstance(self.options, SystemPoolOptions)
         chosen = self.pool if self.options.mode == "all" else [
             _rng(record, "system").choice(self.pool)]
         for entry in chosen:
@@ -149,7 +142,7 @@ class RepeatOptions(StepOptions):
     count: int = 20
 
 
-class Repeat(Generator):
+class Repeat(Generator[RepeatOptions]):
     """`count` records {slot: i}: one per generation, for methods that start from nothing."""
 
     Options: ClassVar[type[StepOptions]] = RepeatOptions
@@ -158,7 +151,6 @@ class Repeat(Generator):
         return {"slot"}
 
     async def generate(self, pool: list[Record], ctx: StepContext) -> AsyncIterator[Record]:
-        assert isinstance(self.options, RepeatOptions)
         for index in range(self.options.count):
             yield source_record({"slot": index}, source=ctx.label, index=index,
                                 recipe=ctx.recipe)

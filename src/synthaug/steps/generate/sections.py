@@ -48,52 +48,48 @@ class SectionsOptions(LLMOptions):
     mode: Literal["single", "per_section"] = "single"
 
 
-class Sections(LLMStep):
+class Sections(LLMStep[SectionsOptions]):
     """Asks for named sections and stores each as a field; a reply missing one is a failure."""
 
     Options: ClassVar[type[StepOptions]] = SectionsOptions
 
-    @property
-    def opts(self) -> SectionsOptions:
-        assert isinstance(self.options, SectionsOptions)
-        return self.options
-
     def requires(self) -> set[str]:
-        return set(template.fields(self.opts.template)) | set(
-            template.fields(self.opts.system or ""))
+        return set(template.fields(self.options.template)) | set(
+            template.fields(self.options.system or ""))
 
     def provides(self) -> set[str]:
-        return set(self.opts.sections)
+        return set(self.options.sections)
 
     def prompt(self, record: Record) -> Prompt:
-        headers = "\n".join(f"{_label(n)}: ..." for n in self.opts.sections)
-        text = (template.render(self.opts.template, record)
+        headers = "\n".join(f"{_label(n)}: ..." for n in self.options.sections)
+        text = (template.render(self.options.template, record)
                 + f"\n\nWrite your answer in exactly this format:\n{headers}")
         messages = [{"role": "user", "content": text}]
-        if self.opts.system:
+        if self.options.system:
             messages.insert(0, {"role": "system",
-                                "content": template.render(self.opts.system, record)})
+                                "content": template.render(self.options.system, record)})
         return messages
 
     async def replies(self, record: Record, request: Request, ctx: StepContext) -> list[str]:
-        if self.opts.mode == "single":
+        if self.options.mode == "single":
             return await super().replies(record, request, ctx)
-        task = template.render(self.opts.template, record)
+        task = template.render(self.options.template, record)
         written: list[str] = []
-        for name in self.opts.sections:
+        for name in self.options.sections:
             done = "".join(f"{_label(n)}:\n{t}\n\n" for n, t in zip(
-                self.opts.sections, written, strict=False))
+                self.options.sections, written, strict=False))
             ask = f"{task}\n\n{done}Write only the {_label(name).lower()} now, without a heading."
             text = await self.ask([{"role": "user", "content": ask}], request.seed or 0, ctx)
             written.append(text.strip())
-        return ["\n".join(f"{_label(n)}: {t}" for n, t in zip(self.opts.sections, written,
+        return ["\n".join(f"{_label(n)}: {t}" for n, t in zip(self.options.sections, written,
                                                                 strict=True))]
 
     def parse(self, record: Record, replies: list[str]) -> Iterable[Record]:
-        required = self.opts.required if self.opts.required is not None else self.opts.sections
+        o = self.options
+        required = o.required if o.required is not None else o.sections
         for reply in replies:
-            found = parse_sections(reply, self.opts.sections)
+            found = parse_sections(reply, self.options.sections)
             missing = [n for n in required if not found.get(n)]
             if missing:
                 raise ParseError(f"reply lacks section(s) {missing}")
-            yield {**content(record), **{n: found.get(n, "") for n in self.opts.sections}}
+            yield {**content(record), **{n: found.get(n, "") for n in self.options.sections}}

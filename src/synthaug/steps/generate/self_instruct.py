@@ -96,16 +96,11 @@ class InstructionOptions(RoundsOptions):
     max_tokens: int = 256
 
 
-class SelfInstructInstructions(Rounds):
+class SelfInstructInstructions(Rounds[InstructionOptions]):
     """New instructions from a growing pool; near-copies and non-text tasks are dropped."""
 
     Options: ClassVar[type[StepOptions]] = InstructionOptions
     uses_llm = True
-
-    @property
-    def opts(self) -> InstructionOptions:
-        assert isinstance(self.options, InstructionOptions)
-        return self.options
 
     def provides(self) -> set[str]:
         return {"instruction", "round"}
@@ -114,7 +109,7 @@ class SelfInstructInstructions(Rounds):
         given = [r for r in pool if r.get("instruction")]
         tasks = given or [source_record(t, source="self-instruct-seeds", index=i,
                                         recipe=ctx.recipe)
-                          for i, t in enumerate(load_seed_tasks(self.opts.seed_tasks))]
+                          for i, t in enumerate(load_seed_tasks(self.options.seed_tasks))]
         self.human: list[Record] = tasks
         self.machine: list[Record] = []
         self.pool = RougePool([str(t["instruction"]) for t in tasks])
@@ -126,21 +121,21 @@ class SelfInstructInstructions(Rounds):
                 "to do. Each is self-contained. Keep adding new tasks that differ from "
                 "those above in topic and kind.\n\n")
         text = f"{head}{lines}Task {len(examples) + 1}:"
-        if self.opts.mode == "chat":
+        if self.options.mode == "chat":
             return [{"role": "user", "content": text}]
         return text
 
     def _examples(self, index: int, j: int, ctx: StepContext) -> list[Record]:
         rng = random.Random(ctx.seed_for(None, index, j))
-        total = self.opts.human_examples + self.opts.machine_examples
-        machines = rng.sample(self.machine, min(self.opts.machine_examples, len(self.machine)))
+        total = self.options.human_examples + self.options.machine_examples
+        machines = rng.sample(self.machine, min(self.options.machine_examples, len(self.machine)))
         humans = rng.sample(self.human, min(total - len(machines), len(self.human)))
         examples = humans + machines
         rng.shuffle(examples)
         return examples
 
     async def _ask(self, prompt: Prompt, seed: int, ctx: StepContext) -> Completion | None:
-        o = self.opts
+        o = self.options
         request = make_request(prompt, seed=seed, temperature=o.temperature, top_p=o.top_p,
                                max_tokens=o.max_tokens, stop=["\n\n\n"])
         try:
@@ -150,7 +145,7 @@ class SelfInstructInstructions(Rounds):
             return None
 
     async def round(self, index: int, ctx: StepContext) -> tuple[list[Record], bool]:
-        batches = [self._examples(index, j, ctx) for j in range(self.opts.prompts_per_round)]
+        batches = [self._examples(index, j, ctx) for j in range(self.options.prompts_per_round)]
         prompts = [self.build_prompt(b) for b in batches]
         seeds = [ctx.seed_for(None, "ask", index, j) for j in range(len(prompts))]
         replies = await asyncio.gather(*(self._ask(p, s, ctx) for p, s in zip(prompts, seeds,
@@ -168,13 +163,13 @@ class SelfInstructInstructions(Rounds):
                                 prompt_sha=sha, seed=seeds[j])
                 if self._accept(record, ctx):
                     accepted.append(record)
-                    if len(self.machine) >= self.opts.target:
+                    if len(self.machine) >= self.options.target:
                         return accepted, True
         return accepted, False
 
     def _accept(self, record: Record, ctx: StepContext) -> bool:
         text = str(record["instruction"])
-        o = self.opts
+        o = self.options
         reason = screen(text, o.blocklist, o.min_words, o.max_words)
         if reason:
             ctx.drop(record, reason.split(" (")[0], reason)
@@ -202,14 +197,13 @@ class ClassifyOptions(LLMOptions):
     seed_tasks: str | None = None
 
 
-class SelfInstructClassify(LLMStep):
+class SelfInstructClassify(LLMStep[ClassifyOptions]):
     """Asks whether each instruction is a classification task (few-shot yes/no)."""
 
     Options: ClassVar[type[StepOptions]] = ClassifyOptions
 
     def __init__(self, options: StepOptions | None = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
-        assert isinstance(self.options, ClassifyOptions)
         tasks = load_seed_tasks(self.options.seed_tasks)
         yes = [t for t in tasks if t["is_classification"]]
         no = [t for t in tasks if not t["is_classification"]]
@@ -293,14 +287,13 @@ class InstancesOptions(LLMOptions):
     seed_tasks: str | None = None
 
 
-class SelfInstructInstances(LLMStep):
+class SelfInstructInstances(LLMStep[InstancesOptions]):
     """Instances for each instruction: output-first for classification, input-first otherwise."""
 
     Options: ClassVar[type[StepOptions]] = InstancesOptions
 
     def __init__(self, options: StepOptions | None = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
-        assert isinstance(self.options, InstancesOptions)
         tasks = load_seed_tasks(self.options.seed_tasks)
         self.clf_tasks = [t for t in tasks if t["is_classification"]]
         self.gen_tasks = [t for t in tasks if not t["is_classification"]]
@@ -312,7 +305,6 @@ class SelfInstructInstances(LLMStep):
         return {"input", "output", "method"}
 
     def prompt(self, record: Record) -> Prompt:
-        assert isinstance(self.options, InstancesOptions)
         rng = random.Random(str(record.get("_meta", {}).get("id", record["instruction"])))
         if record.get("is_classification"):
             shots = rng.sample(self.clf_tasks, min(self.options.examples, len(self.clf_tasks)))
@@ -333,7 +325,7 @@ class SelfInstructInstances(LLMStep):
             yield {**base, "input": given, "output": output, "method": method}
 
 
-class InstanceFilter(Global):
+class InstanceFilter(Global[StepOptions]):
     """Drops empty, degenerate and duplicate instances (the paper's instance screening)."""
 
     def requires(self) -> set[str]:

@@ -41,7 +41,7 @@ class TaxonomyOptions(StepOptions):
     seed_format: str = "Question: {question}\nAnswer: {answer}"
 
 
-class TaxonomySample(Generator):
+class TaxonomySample(Generator[TaxonomyOptions]):
     """Records {leaf, path, leaf_type, seed_examples}, leaves drawn evenly (shuffled rounds)."""
 
     Options: ClassVar[type[StepOptions]] = TaxonomyOptions
@@ -53,7 +53,6 @@ class TaxonomySample(Generator):
         from synthaug import template
 
         o = self.options
-        assert isinstance(o, TaxonomyOptions)
         tree = load_data(o.taxonomy)
         all_leaves = leaves(tree)
         rng = random.Random(ctx.seed_for(None, "taxonomy"))

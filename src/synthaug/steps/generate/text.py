@@ -19,33 +19,28 @@ class TextGenerationOptions(LLMOptions):
     raw: bool = False  # send the filled template as a raw completion prompt
 
 
-class TextGeneration(LLMStep):
+class TextGeneration(LLMStep[TextGenerationOptions]):
     """One generation per record (or `n`), from a `{field}` template; output in `output_field`."""
 
     Options: ClassVar[type[StepOptions]] = TextGenerationOptions
 
-    @property
-    def opts(self) -> TextGenerationOptions:
-        assert isinstance(self.options, TextGenerationOptions)
-        return self.options
-
     def requires(self) -> set[str]:
-        fields = set(template.fields(self.opts.template))
-        return fields | set(template.fields(self.opts.system or ""))
+        fields = set(template.fields(self.options.template))
+        return fields | set(template.fields(self.options.system or ""))
 
     def provides(self) -> set[str]:
-        return {self.opts.output_field}
+        return {self.options.output_field}
 
     def prompt(self, record: Record) -> Prompt:
-        text = template.render(self.opts.template, record)
-        if self.opts.raw:
+        text = template.render(self.options.template, record)
+        if self.options.raw:
             return text
         messages = [{"role": "user", "content": text}]
-        if self.opts.system:
-            system = template.render(self.opts.system, record)
+        if self.options.system:
+            system = template.render(self.options.system, record)
             messages.insert(0, {"role": "system", "content": system})
         return messages
 
     def parse(self, record: Record, replies: list[str]) -> Iterable[Record]:
         for reply in replies:
-            yield {**content(record), self.opts.output_field: reply}
+            yield {**content(record), self.options.output_field: reply}

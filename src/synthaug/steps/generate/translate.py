@@ -24,38 +24,33 @@ class TranslateOptions(LLMOptions):
     mode: Literal["together", "per_field"] = "together"  # per_field: one request per field
 
 
-class Translate(LLMStep):
+class Translate(LLMStep[TranslateOptions]):
     """Translates the named fields in one request per record; empty fields stay empty."""
 
     Options: ClassVar[type[StepOptions]] = TranslateOptions
 
-    @property
-    def opts(self) -> TranslateOptions:
-        assert isinstance(self.options, TranslateOptions)
-        return self.options
-
     def requires(self) -> set[str]:
-        return {self.opts.fields[0]}
+        return {self.options.fields[0]}
 
     def provides(self) -> set[str]:
         return {"language", "source", "source_id"}
 
     def _present(self, record: Record) -> list[str]:
-        return [f for f in self.opts.fields if str(record.get(f) or "").strip()]
+        return [f for f in self.options.fields if str(record.get(f) or "").strip()]
 
     def prompt(self, record: Record) -> Prompt:
         blocks = "\n\n".join(f"{f.title()}:\n{record[f]}" for f in self._present(record))
         return [{"role": "user", "content":
-                 f"Translate each part below into {self.opts.language}. Keep the part labels "
+                 f"Translate each part below into {self.options.language}. Keep the part labels "
                  f"({', '.join(f.title() + ':' for f in self._present(record))}) in English "
                  f"and translate only the text after them.\n\n{blocks}"}]
 
     async def replies(self, record: Record, request: Request, ctx: StepContext) -> list[str]:
-        if self.opts.mode == "together":
+        if self.options.mode == "together":
             return await super().replies(record, request, ctx)
         parts = []
         for field in self._present(record):
-            ask = (f"Translate into {self.opts.language}. Reply with the translation only."
+            ask = (f"Translate into {self.options.language}. Reply with the translation only."
                    f"\n\n{record[field]}")
             text = await self.ask([{"role": "user", "content": ask}], request.seed or 0, ctx)
             parts.append(f"{field.title()}:\n{text.strip()}")
@@ -67,7 +62,7 @@ class Translate(LLMStep):
         missing = [f for f in present if not found.get(f)]
         if missing:
             raise ParseError(f"translation lacks {missing}")
-        original = {f: record.get(f) for f in self.opts.fields}
-        yield {**content(record), **{f: found.get(f, "") for f in self.opts.fields},
-               "language": self.opts.language, "source": original,
+        original = {f: record.get(f) for f in self.options.fields}
+        yield {**content(record), **{f: found.get(f, "") for f in self.options.fields},
+               "language": self.options.language, "source": original,
                "source_id": meta(record).get("id")}

@@ -47,6 +47,7 @@ test: lint chromium
 
 docs: $(VENV)/.deps-test
 	$(BIN)/typer synthaug.cli utils docs --name synthaug --output docs/cli.md
+	$(BIN)/python docs/make_recipe_docs.py
 
 bench: $(VENV)/.deps-test
 	$(BIN)/python bench/engine.py

@@ -31,6 +31,7 @@ def capture(folder: Path, name: str) -> None:
     example_drop = json.loads(dropped.read_text().splitlines()[0]) if dropped.exists() and \
         dropped.read_text().strip() else None
     sample = {"records": records, "steps": manifest["steps"],
+              "options": {s["name"]: s["with"] for s in manifest["config"]["steps"]},
               "total_records": manifest["total_records"], "side_files": manifest["side_files"],
               "dropped_example": example_drop}
     (DOCS / "samples" / f"{name}.json").write_text(json.dumps(sample, indent=1,
@@ -45,6 +46,19 @@ def _options(use: str, given: dict[str, Any]) -> str:
         text = json.dumps(default, ensure_ascii=False) if default is not None else "null"
         rows.append(f"`{field}`={text[:70]}{'…' if len(text) > 70 else ''}")
     return ", ".join(rows)
+
+
+def _changed(recipe: Any, used: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Step options of the sample run that differ from the recipe's own."""
+    changed = {}
+    for index, spec in enumerate(recipe.steps):
+        label = spec.name or f"{index}-{spec.use}"
+        cls = registry.step_class(spec.use)
+        own = cls.Options(**spec.with_).model_dump(mode="json")
+        diff = {k: v for k, v in used.get(label, {}).items() if own.get(k) != v}
+        if diff:
+            changed[label] = diff
+    return changed
 
 
 def _trim(value: Any, width: int = 400) -> Any:
@@ -72,7 +86,7 @@ def page(name: str, path: Path) -> str:
               f"- function: {', '.join(tags.function)}", "", "## Steps", ""]
     for index, spec in enumerate(recipe.steps):
         cls = registry.step_class(spec.use)
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
         lines.append(f"{index + 1}. `{spec.name or spec.use}` (`{spec.use}`): {doc}")
     source = "--input FILE" if recipe.input == "required" else \
         f"[--input FILE] (default: the shipped `{recipe.default_input}`)" \
@@ -91,6 +105,9 @@ def page(name: str, path: Path) -> str:
         counts = {label: {k: s[k] for k in ("in", "out", "dropped", "failures")}
                   for label, s in sample["steps"].items()}
         lines += [NOTE, "", f"Counts of that run: `{json.dumps(counts)}`", ""]
+        changed = _changed(recipe, sample.get("options", {}))
+        if changed:
+            lines += [f"Options that run changed from the recipe's: `{json.dumps(changed)}`", ""]
         if sample["records"]:
             lines += ["```json"] + [json.dumps(_trim(r), ensure_ascii=False, indent=1)
                                     for r in sample["records"]] + ["```"]

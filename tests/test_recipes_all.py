@@ -59,3 +59,18 @@ def test_recipe_runs_against_a_url(name: str, tmp_path: Path) -> None:
     assert manifest["status"] == "complete" and manifest["recipe"] == name
     assert state.clients and sum(c.calls for c in state.clients.values()) > 0
     assert state.steps[0].outputs > 0
+
+
+def test_recipe_docs_are_generated_from_the_code() -> None:
+    import importlib.util
+
+    root = Path(__file__).parents[1]
+    spec = importlib.util.spec_from_file_location("make_recipe_docs",
+                                                  root / "docs" / "make_recipe_docs.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name, path in registry.recipe_files().items():
+        committed = (root / "docs" / "recipes" / f"{name}.md").read_text(encoding="utf-8")
+        assert module.page(name, path) == committed, f"run python docs/make_recipe_docs.py ({name})"
+        assert "135M" in committed  # every page shows a labelled embedded-model sample

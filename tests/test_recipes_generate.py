@@ -77,6 +77,7 @@ def test_magpie_sends_only_the_pre_query_prefix(server: FakeOpenAIServer,
         "How do tides work?", "Name three rivers."}
     out = read_jsonl(tmp_path / "out" / "records.jsonl")
     assert sorted(r["instruction"] for r in out) == ["How do tides work?", "Name three rivers."]
+    assert all(r["_meta"]["recipe"] == "magpie" for r in out)  # provenance from a generator
     reasons = sorted(d["reason"] for d in read_jsonl(tmp_path / "out" / "dropped.jsonl"))
     assert reasons == ["duplicate instruction", "empty instruction"]
 

@@ -157,6 +157,7 @@ class LocalExecutor:
             stream = drain(queue)
         try:
             async for record in stream:
+                record.setdefault("_meta", {}).setdefault("recipe", pipeline.name)
                 if writer.write(record):
                     state.written += 1
         finally:

@@ -134,7 +134,7 @@ def main() -> None:
     for name, path in sorted(registry.recipe_files().items()):
         r = load_recipe(path)
         index.append(f"| [{name}](recipes/{name}.md) | {', '.join(r.tags.approach)} | "
-                     f"{', '.join(r.tags.stage)} | {'; '.join(c.split('.')[0] for c in r.cites)} |")
+                     f"{', '.join(r.tags.stage)} | {'; '.join(c.split('. ')[0] for c in r.cites)} |")
     (DOCS / "recipes.md").write_text("\n".join(index) + "\n", encoding="utf-8")
     print(f"wrote {len(registry.recipe_files())} recipe pages", file=sys.stderr)
 

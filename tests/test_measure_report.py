@@ -57,7 +57,8 @@ def _run_folder(tmp_path: Path) -> Path:
     out = tmp_path / "run"
     out.mkdir()
     records = [{"instruction": f"Explain idea {i}", "output": f"Idea {i} means {i * 3}.",
-                "score": 1 + i % 5, "_meta": {"id": f"id{i}", "model": "SmolLM2-135M"}}
+                "score": 1 + i % 5, "_meta": {"id": f"id{i}", "model": "SmolLM2-135M",
+                                              "pii": {"EMAIL_ADDRESS": 1} if i < 3 else {}}}
                for i in range(37)]
     write_jsonl(out / "records.jsonl", records)
     write_jsonl(out / "dropped.jsonl", [
@@ -93,6 +94,7 @@ def test_report_renders_in_chromium_with_its_numbers(tmp_path: Path) -> None:
     assert 'id="records">37<' in dom and 'id="dropped">2<' in dom
     assert 'id="contamination-hits">1<' in dom and "test/0" in dom and "near duplicate" in dom
     assert "SmolLM2-135M" in dom and "not what good data looks like" in dom
+    assert "<td>EMAIL_ADDRESS</td><td>3</td>" in dom
     shot = tmp_path / "shot.png"
     subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1200,1600",
                     page.as_uri()], check=True, capture_output=True, timeout=120)

@@ -59,6 +59,13 @@ class ReportData:
                 hits.append({**finding, "excerpt": _excerpt(record)})
         return hits
 
+    def pii(self) -> Counter[str]:
+        """PII redactions by type, summed over the records."""
+        counts: Counter[str] = Counter()
+        for record in self.records:
+            counts.update(meta(record).get("pii") or {})
+        return counts
+
     def model_names(self) -> set[str]:
         """Models that made the records."""
         return {str(meta(r)["model"]) for r in self.records[:500] if meta(r).get("model")}

@@ -101,6 +101,8 @@ def _sections(data: ReportData) -> list[tuple[str, str]]:
                                  [(h["benchmark"], h["item"], h["method"], h["score"],
                                    h["excerpt"]) for h in hits])
          if hits else "<p>No contamination hits.</p>"),
+        ("PII redacted", _table(["type", "redactions"], data.pii().most_common())
+         if data.pii() else "<p>No PII redactions recorded.</p>"),
         ("Diversity, lengths, scores", _diversity(data)),
         ("Failures", _table(["step", "reason"], [(f.get("step"), f.get("reason"))
                                                  for f in data.failures[:20]])

@@ -27,7 +27,7 @@ $(VENV)/.deps-test: pyproject.toml | $(BIN)/python
 
 demo: $(VENV)/.deps-demo
 	$(BIN)/synthaug run self-instruct --out $(DEMO_OUT) --concurrency 2 \
-		--set instructions.target=30 --set instructions.prompts_per_round=4
+		--set instructions.target=40 --set instructions.prompts_per_round=4
 	@$(BIN)/python -c "import json,sys; n=sum(1 for _ in open('$(DEMO_OUT)/records.jsonl')); \
 		print(f'{n} instruction/instance records in $(DEMO_OUT)/records.jsonl'); \
 		print('(made by SmolLM2-135M: they show the pipeline works, not data quality)'); \

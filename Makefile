@@ -21,8 +21,11 @@ $(VENV)/.deps-demo: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -e '.[local]'
 	touch $@
 
+# torch is pinned to the CPU build this machine kind ships on disk, so that pip never pulls
+# the registry's newest build with several GB of CUDA packages (minilm embedder tests)
 $(VENV)/.deps-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e '.[local,server,parquet,hf,curate,test]'
+	$(BIN)/python -m pip install 'torch==2.13.0'
+	$(BIN)/python -m pip install -e '.[local,server,parquet,hf,curate,minilm,test]'
 	touch $@
 
 demo: $(VENV)/.deps-demo

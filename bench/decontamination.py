@@ -10,6 +10,7 @@ Usage: python bench/decontamination.py
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -50,8 +51,12 @@ def main() -> None:
     totals = Counter(r["kind"] for r in rows)
     print(f"{totals['clean']} clean texts, {totals['verbatim']} verbatim and "
           f"{totals['edited']} edited plants (GSM8K 20, HumanEval 10)")
-    for label, step in (("13-gram only", Decontaminate(embedder=None, action="flag")),
-                        ("13-gram + static embedding", Decontaminate(action="flag"))):
+    setups = [("13-gram only", Decontaminate(embedder=None, action="flag")),
+              ("13-gram + static embedding", Decontaminate(action="flag"))]
+    if importlib.util.find_spec("sentence_transformers"):
+        setups.append(("13-gram + MiniLM embedding",
+                       Decontaminate(embedder="minilm", action="flag")))
+    for label, step in setups:
         counts = evaluate(step, rows)
         for kind in ("verbatim", "edited", "clean"):
             found = {k.split(":")[1]: v for k, v in counts.items()

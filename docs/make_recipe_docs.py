@@ -133,8 +133,9 @@ def main() -> None:
     index = ["# Recipes", "", "| recipe | approach | stage | cites |", "|---|---|---|---|"]
     for name, path in sorted(registry.recipe_files().items()):
         r = load_recipe(path)
+        cites = "; ".join(c.split(". ")[0] for c in r.cites)
         index.append(f"| [{name}](recipes/{name}.md) | {', '.join(r.tags.approach)} | "
-                     f"{', '.join(r.tags.stage)} | {'; '.join(c.split('. ')[0] for c in r.cites)} |")
+                     f"{', '.join(r.tags.stage)} | {cites} |")
     (DOCS / "recipes.md").write_text("\n".join(index) + "\n", encoding="utf-8")
     print(f"wrote {len(registry.recipe_files())} recipe pages", file=sys.stderr)
 

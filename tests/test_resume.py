@@ -67,5 +67,6 @@ def test_a_partial_last_line_is_cut_on_resume(tmp_path: Path) -> None:
     assert writer.seen == {"x1", "x2"}
     assert writer.write({"a": 3, "_meta": {"id": "x3"}})
     assert not writer.write({"a": 1, "_meta": {"id": "x1"}})
+    assert writer.seen == {"x1", "x2"}  # only the earlier run's ids are held
     writer.close()
     assert [r["a"] for r in read_jsonl(path)] == [1, 2, 3]

@@ -91,7 +91,11 @@ class SideWriter:
 
 
 class RecordWriter:
-    """Appends records to a JSONL file, each id at most once, surviving a kill at any point."""
+    """Appends records to a JSONL file, each id at most once, surviving a kill at any point.
+
+    Ids are unique within a run by construction, so only the ids of an earlier, interrupted
+    run are held in memory: a fresh run's memory does not grow with its output.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -125,7 +129,6 @@ class RecordWriter:
         if rid in self.seen:
             return False
         os.write(self._fd, (dumps(record) + "\n").encode("utf-8"))
-        self.seen.add(rid)
         return True
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ that cannot do raw completion or does not know its chat template gets a clear er
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
@@ -97,8 +98,6 @@ class Magpie(Generator[MagpieOptions]):
         return history, first
 
     async def generate(self, pool: list[Record], ctx: StepContext) -> AsyncIterator[Record]:
-        import asyncio
-
         chat_template = self._template(ctx)
         seen: set[str] = set()
         backend = ctx.client().backend

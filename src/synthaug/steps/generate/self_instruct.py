@@ -328,12 +328,14 @@ class SelfInstructInstances(LLMStep[InstancesOptions]):
 class InstanceFilter(Global[StepOptions]):
     """Drops empty, degenerate and duplicate instances (the paper's instance screening)."""
 
+    def __init__(self, options: StepOptions | None = None, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
+        self._seen: set[tuple[str, str, str]] = set()
+
     def requires(self) -> set[str]:
         return {"instruction", "input", "output"}
 
     def observe(self, record: Record, ctx: StepContext) -> Iterable[Record]:
-        if not hasattr(self, "_seen"):
-            self._seen: set[tuple[str, str, str]] = set()
         instruction, given, output = (" ".join(str(record[k]).split()).lower()
                                       for k in ("instruction", "input", "output"))
         if not output:

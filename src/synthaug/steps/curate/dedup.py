@@ -18,11 +18,12 @@ from collections.abc import AsyncIterator, Awaitable, Iterable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import ClassVar
 
-from synthaug.errors import ConfigError, MissingDependency
+from synthaug.errors import ConfigError
 from synthaug.records import Record, meta
 from synthaug.steps.base import Global, Step, StepOptions
 from synthaug.steps.context import StepContext
-from synthaug.steps.curate.textkey import normalize, record_text, shingles
+from synthaug.steps.curate.minhash import band_keys
+from synthaug.steps.curate.textkey import normalize, record_text
 
 
 class DedupOptions(StepOptions):
@@ -91,20 +92,6 @@ def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5) -> tu
         if cost < best_cost:
             best, best_cost = (bands, rows), cost
     return best
-
-
-def band_keys(texts: list[str], shingle_size: int, num_perm: int, seed: int,
-              rows: int, bands: int) -> list[list[int]]:
-    """LSH band keys (one per band) for each text; runs in worker processes too."""
-    try:
-        from rensa import RMinHash
-    except ImportError:
-        raise MissingDependency("rensa", "minhash-dedup", "curate") from None
-    sets = [shingles(text, shingle_size) or [""] for text in texts]
-    signatures = RMinHash.digest_matrix_from_token_sets(sets, num_perm, seed).to_rows()
-    # each band's values as a tuple, hashed; zip(*[iter(s)] * rows) cuts s into bands in C
-    return [list(map(hash, zip(*[iter(sig)] * rows, strict=False)))[:bands]
-            for sig in signatures]
 
 
 class MinHashDedup(Step[MinHashOptions]):

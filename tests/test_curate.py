@@ -147,3 +147,25 @@ def test_minilm_embedder_from_its_package() -> None:
     vectors = get_embedder("minilm").encode(texts)
     assert vectors.shape == (3, 384)
     assert float(vectors[0] @ vectors[1]) > 0.9 > 0.2 > float(vectors[0] @ vectors[2])
+
+
+def test_band_index_finds_keys_before_and_after_merging() -> None:
+    from synthaug.steps.curate.dedup import BandIndex
+
+    index = BandIndex(merge_at=4)
+    index.add([11, 12], 1)
+    assert index.older_matches([[12, 99]]) == [0] and index.recent_match([99, 12]) == 1
+    index.add([21, 22], 2)  # reaches merge_at: both records move to the sorted arrays
+    assert not index.recent and len(index) == 4
+    assert index.older_matches([[99, 22], [5, 6], [11, 0]]) == [2, 0, 1]
+    index.add([31, 32], 3)
+    assert index.recent_match([32]) == 3 and index.older_matches([[32]]) == [0]
+
+
+def test_minhash_uses_merged_keys_across_batches() -> None:
+    docs = [" ".join(essay(i)) for i in range(6)]
+    step = MinHashDedup(threshold=0.8, batch_size=2)
+    step._index.merge_at = 16  # merge after each kept record's 16 band keys
+    kept, side, _ = apply(step, [*docs, docs[1], docs[4]])
+    assert ids(kept) == [f"r{i}" for i in range(6)]
+    assert [row["record"]["_meta"]["cluster"] for _, row in side.rows] == ["r1", "r4"]

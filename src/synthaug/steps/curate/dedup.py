@@ -127,8 +127,12 @@ class BandIndex:
         return next(filter(None, map(self.recent.get, keys)), None)
 
     def add(self, keys: list[int], position: int) -> None:
-        """Index the keys of a newly kept record."""
+        """Index the keys of a newly kept record (merged later, between batches)."""
         self.recent.update(dict.fromkeys(keys, position))
+
+    def maybe_merge(self) -> None:
+        """Merge once the recent keys reach `merge_at`; call only between batches, since a
+        batch's lookups among older keys are made before its records are added."""
         if len(self.recent) >= self.merge_at:
             self.merge()
 
@@ -222,4 +226,5 @@ class MinHashDedup(Step[MinHashOptions]):
             kept.append(str(meta(record).get("id")))
             index.add(record_keys, len(kept))
             out.append(_mark(record))
+        index.maybe_merge()
         return out

@@ -149,26 +149,10 @@ def test_minilm_embedder_from_its_package() -> None:
     assert float(vectors[0] @ vectors[1]) > 0.9 > 0.2 > float(vectors[0] @ vectors[2])
 
 
-def test_band_index_finds_keys_before_and_after_merging() -> None:
-    from synthaug.steps.curate.dedup import BandIndex
-
-    index = BandIndex(merge_at=4)
-    index.add([11, 12], 1)
-    assert index.older_matches([[12, 99]]) == [0] and index.recent_match([99, 12]) == 1
-    index.add([21, 22], 2)
-    assert len(index.recent) == 4  # no merge inside a batch
-    index.maybe_merge()  # between batches: both records move to the sorted arrays
-    assert not index.recent and len(index) == 4
-    assert index.older_matches([[99, 22], [5, 6], [11, 0]]) == [2, 0, 1]
-    index.add([31, 32], 3)
-    assert index.recent_match([32]) == 3 and index.older_matches([[32]]) == [0]
-
-
 @pytest.mark.parametrize("batch_size", [2, 3, 8])
 def test_minhash_finds_copies_within_and_across_batches(batch_size: int) -> None:
     docs = [" ".join(essay(i)) for i in range(6)]
     step = MinHashDedup(threshold=0.8, batch_size=batch_size)
-    step._index.merge_at = 1  # merge after every batch: older keys live in the arrays
     kept, side, _ = apply(step, [docs[0], docs[1], docs[0], docs[2], docs[3], docs[1],
                                  docs[4], docs[5], docs[4], docs[2]])
     assert ids(kept) == ["r0", "r1", "r3", "r4", "r6", "r7"]

@@ -2,11 +2,10 @@
 
 Both keep the first record of each cluster and drop later members with the id of the record
 they duplicate; kept records carry `_meta.cluster` (their own id: the cluster's key).
-MinHash signatures come from `rensa` in batches; the LSH band index is ours (`BandIndex`): band
-keys (the hash of each band's values) of kept records only, in sorted numpy arrays, so memory
-grows with unique documents (12 bytes a key), not all documents. Keys of different bands share
-one index: two bands collide only if their value tuples are equal, which random 32-bit hashes
-make negligible.
+MinHash signatures come from `rensa` in batches; the LSH band index is ours: one dict of band
+keys (the hash of each band's values) for kept records only, so memory grows with unique
+documents, not all documents. Keys of different bands share the dict: two bands collide only if
+their value tuples are equal, which random 32-bit hashes make negligible.
 """
 
 from __future__ import annotations
@@ -95,60 +94,6 @@ def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5) -> tu
     return best
 
 
-class BandIndex:
-    """Band key -> 1-based position of the kept record holding it.
-
-    Older keys live in sorted numpy arrays (12 bytes a key) searched a batch at a time; recent
-    keys in a small dict, merged into the arrays when it grows past `merge_at`.
-    """
-
-    def __init__(self, merge_at: int = 200_000) -> None:
-        import numpy as np
-
-        self._np = np
-        self.keys = np.empty(0, dtype=np.int64)
-        self.positions = np.empty(0, dtype=np.int64)
-        self.recent: dict[int, int] = {}
-        self.merge_at = merge_at
-
-    def older_matches(self, batch: list[list[int]]) -> list[int]:
-        """For each row of keys, the position its first key found among older keys has (0: none)."""
-        np = self._np
-        if not len(self.keys) or not batch:
-            return [0] * len(batch)
-        wanted = np.array(batch, dtype=np.int64)
-        slots = np.minimum(np.searchsorted(self.keys, wanted), len(self.keys) - 1)
-        found = np.where(self.keys[slots] == wanted, self.positions[slots], 0)
-        first = np.argmax(found > 0, axis=1)
-        return [int(v) for v in found[np.arange(len(batch)), first]]
-
-    def recent_match(self, keys: list[int]) -> int | None:
-        """The position of a recent kept record sharing a key, if any."""
-        return next(filter(None, map(self.recent.get, keys)), None)
-
-    def add(self, keys: list[int], position: int) -> None:
-        """Index the keys of a newly kept record (merged later, between batches)."""
-        self.recent.update(dict.fromkeys(keys, position))
-
-    def maybe_merge(self) -> None:
-        """Merge once the recent keys reach `merge_at`; call only between batches, since a
-        batch's lookups among older keys are made before its records are added."""
-        if len(self.recent) >= self.merge_at:
-            self.merge()
-
-    def merge(self) -> None:
-        """Move the recent keys into the sorted arrays."""
-        np = self._np
-        keys = np.concatenate([self.keys, np.fromiter(self.recent.keys(), np.int64)])
-        positions = np.concatenate([self.positions, np.fromiter(self.recent.values(), np.int64)])
-        order = np.argsort(keys, kind="stable")
-        self.keys, self.positions = keys[order], positions[order]
-        self.recent = {}
-
-    def __len__(self) -> int:
-        return len(self.keys) + len(self.recent)
-
-
 class MinHashDedup(Step[MinHashOptions]):
     """Near-duplicate removal: a record matching a kept record in any LSH band is dropped.
 
@@ -169,7 +114,7 @@ class MinHashDedup(Step[MinHashOptions]):
         if self.bands * self.rows > o.num_perm:
             raise ConfigError(f"bands x rows = {self.bands * self.rows} exceeds num_perm "
                               f"{o.num_perm}", field="bands")
-        self._index = BandIndex()
+        self._index: dict[int, int] = {}  # band key -> 1-based position in _kept_ids
         self._kept_ids: list[str] = []
 
     def requires(self) -> set[str]:
@@ -213,18 +158,15 @@ class MinHashDedup(Step[MinHashOptions]):
     async def _select(self, batch: list[Record], keys_future: Awaitable[list[list[int]]],
                       ctx: StepContext) -> list[Record]:
         index, kept, out = self._index, self._kept_ids, []
-        keys = await keys_future
-        older = index.older_matches(keys)
-        for record, record_keys, old in zip(batch, keys, older, strict=True):
-            match = old or index.recent_match(record_keys)
-            if match:
+        for record, keys in zip(batch, await keys_future, strict=True):
+            match = next(filter(None, map(index.get, keys)), None)
+            if match is not None:
                 first = kept[match - 1]
                 ctx.drop({**record, "_meta": {**meta(record), "cluster": first}},
                          "near duplicate", f"near duplicate of {first}")
                 ctx.stats.notes["duplicates"] += 1
                 continue
             kept.append(str(meta(record).get("id")))
-            index.add(record_keys, len(kept))
+            index.update(dict.fromkeys(keys, len(kept)))  # none present: checked above
             out.append(_mark(record))
-        index.maybe_merge()
         return out

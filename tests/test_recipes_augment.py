@@ -210,3 +210,23 @@ def test_translate_per_field_mode(server: FakeOpenAIServer, tmp_path: Path) -> N
     [record] = read_jsonl(tmp_path / "out" / "records.jsonl")
     assert (record["instruction"], record["output"]) == ("Dis bonjour", "Bonjour")
     assert len(server.calls) == 2  # the empty input is not sent
+
+
+def test_genie_faithfulness_by_judge(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    def reply(body: dict[str, Any]) -> Reply:
+        text = prompt_of(body)
+        if "Is every claim" in text:
+            return Reply(text="Yes" if "three hearts" in text.split("Text:")[-1] else "No")
+        if "Octopuses" in text.split("Passage:")[-1]:
+            return Reply(text="Question: How many hearts?\nAnswer: Octopuses have three hearts.")
+        return Reply(text="Question: Who rules?\nAnswer: Bees elect a president.")
+
+    server.responder = reply
+    run_recipe("genie", server, tmp_path,
+               [{"passage": "Octopuses have three hearts and blue blood."},
+                {"passage": "Honeybees live in colonies with one queen."}],
+               sets={"grounded": {"judge": "default"}})
+    [kept] = read_jsonl(tmp_path / "out" / "records.jsonl")
+    [dropped] = read_jsonl(tmp_path / "out" / "dropped.jsonl")
+    assert kept["faithfulness"] == {"method": "judge", "supported": True}
+    assert dropped["reason"] == "unfaithful (judge)"

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from synthaug.errors import SynthaugError
 from synthaug.executors.local import LocalExecutor, RunConfig
+from synthaug.io import records_file
 from synthaug.pipeline import BackendSpec, Pipeline
 from synthaug.steps.base import AnyStep
 
@@ -24,16 +25,12 @@ Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 Data = Annotated[Path, typer.Argument(help="A JSONL file or a synthaug output folder.")]
 
 
-def _records_path(dataset: Path) -> Path:
-    return dataset / "records.jsonl" if dataset.is_dir() else dataset
-
-
 def _fields(dataset: Path, fields: list[str] | None) -> list[str]:
     if fields:
         return fields
     from synthaug.measure.dataset import text_fields
 
-    with _records_path(dataset).open(encoding="utf-8") as handle:
+    with records_file(dataset).open(encoding="utf-8") as handle:
         first = [json.loads(line) for _, line in zip(range(200), handle, strict=False)]
     return (text_fields(first) or ["text"])[:2]
 
@@ -43,7 +40,7 @@ def _run(name: str, steps: list[AnyStep], dataset: Path, out: Path,
     pipeline = Pipeline.from_steps(*steps, name=name, **({"backends": backends}
                                                           if backends else {}))
     try:
-        state = LocalExecutor(RunConfig(out_dir=out, input_path=_records_path(dataset),
+        state = LocalExecutor(RunConfig(out_dir=out, input_path=records_file(dataset),
                                         overwrite=True)).run(pipeline)
     except SynthaugError as exc:
         console.print(f"[red]error:[/red] {exc}")
@@ -132,7 +129,7 @@ def measure(
     from synthaug.io import load_jsonl
     from synthaug.measure.dataset import measure as compute
 
-    result = compute(load_jsonl(_records_path(dataset)), fields=fields,
+    result = compute(load_jsonl(records_file(dataset)), fields=fields,
                      reference=load_jsonl(reference) if reference else None, group_by=group_by)
     print(json.dumps(result, indent=2))
 

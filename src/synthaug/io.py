@@ -136,6 +136,11 @@ class RecordWriter:
         os.close(self._fd)
 
 
+def records_file(dataset: Path) -> Path:
+    """The records of a dataset given as a JSONL file or a synthaug output folder."""
+    return dataset / "records.jsonl" if dataset.is_dir() else dataset
+
+
 def data_file(name: str) -> Path:
     """A data file shipped with synthaug (synthaug/data/NAME)."""
     from importlib import resources

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synthaug.io import load_jsonl
+from synthaug.io import load_jsonl, records_file
 from synthaug.measure.dataset import measure
 from synthaug.records import Record, meta
 
@@ -80,7 +80,7 @@ def collect(dataset: Path, *, reference: Path | None = None, fields: list[str] |
             group_by: str | None = None, embedder: str | None = "static") -> ReportData:
     """Read a run folder or a JSONL file and compute its measures."""
     folder = dataset if dataset.is_dir() else dataset.parent
-    records_path = dataset / "records.jsonl" if dataset.is_dir() else dataset
+    records_path = records_file(dataset)
     manifest_path = folder / "manifest.json"
     manifest = None
     if dataset.is_dir() and manifest_path.exists():

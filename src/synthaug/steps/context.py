@@ -93,6 +93,13 @@ class StepContext:
             raise RuntimeError(f"step {self.label} has no backend {role or ''}".strip())
         return found
 
+    async def judge(self, prompt: str, role: str | None = None) -> bool:
+        """A yes/no verdict from a judge model (greedy, 3 tokens); raises BackendError."""
+        request = Request(messages=({"role": "user", "content": prompt},), max_tokens=3,
+                          temperature=0.0, seed=0)
+        reply = (await self.complete(request, role=role))[0].text
+        return reply.strip().lower().startswith("yes")
+
     async def complete(
         self, request: Request, validate: Validator | None = None, role: str | None = None
     ) -> list[Completion]:

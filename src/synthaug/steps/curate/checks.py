@@ -7,7 +7,6 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
-from synthaug.backends.base import Request
 from synthaug.errors import BackendError
 from synthaug.records import Record
 from synthaug.steps.base import Filter, Step, StepOptions
@@ -87,14 +86,12 @@ class Faithfulness(Step[FaithfulnessOptions]):
         passage = str(record[o.passage_field])
         verdict: dict[str, Any]
         if o.judge:
-            request = Request(messages=({"role": "user", "content": _JUDGE.format(
-                passage=passage, answer=answer)},), temperature=0.0, max_tokens=3, seed=0)
             try:
-                reply = (await ctx.complete(request))[0].text.strip().lower()
+                supported = await ctx.judge(_JUDGE.format(passage=passage, answer=answer))
             except BackendError as exc:
                 ctx.fail(record, str(exc))
                 return None
-            verdict = {"method": "judge", "supported": reply.startswith("yes")}
+            verdict = {"method": "judge", "supported": supported}
         else:
             score = support_score(answer, passage)
             verdict = {"method": "lexical", "score": round(score, 3),

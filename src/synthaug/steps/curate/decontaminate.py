@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from typing import Any, ClassVar, Literal
 
 from synthaug import benchmarks
-from synthaug.backends.base import Request
 from synthaug.errors import BackendError
 from synthaug.records import Record, meta
 from synthaug.steps.base import Step, StepOptions
@@ -136,16 +135,14 @@ class Decontaminate(Step[DecontaminateOptions]):
             return self._finding(position, "candidate", score)
         assert self._items is not None
         prompt = _JUDGE.format(a=self._items[position].text, b=text)
-        request = Request(messages=({"role": "user", "content": prompt},), max_tokens=3,
-                          temperature=0.0, seed=0)
         try:
-            [reply] = await ctx.complete(request)
+            same = await ctx.judge(prompt)
         except BackendError as exc:
             ctx.stats.notes["judge failures"] += 1
             ctx.side.write("failures", {"step": ctx.label, "reason": str(exc), "text": text})
             return self._finding(position, "candidate", score)
         ctx.stats.notes["judged candidates"] += 1
-        if reply.text.strip().lower().startswith("yes"):
+        if same:
             return self._finding(position, "judge", score)
         return None
 

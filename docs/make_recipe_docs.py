@@ -41,9 +41,9 @@ def capture(folder: Path, name: str) -> None:
 def _options(use: str, given: dict[str, Any]) -> str:
     cls = registry.step_class(use)
     rows = []
-    for field, info in cls.Options.model_fields.items():
-        default = given.get(field, info.default)
-        text = json.dumps(default, ensure_ascii=False) if default is not None else "null"
+    resolved = cls.Options(**given).model_dump(mode="json")
+    for field in cls.Options.model_fields:
+        text = json.dumps(resolved[field], ensure_ascii=False)
         rows.append(f"`{field}`={text[:70]}{'…' if len(text) > 70 else ''}")
     return ", ".join(rows)
 
@@ -55,10 +55,24 @@ def _changed(recipe: Any, used: dict[str, dict[str, Any]]) -> dict[str, dict[str
         label = spec.name or f"{index}-{spec.use}"
         cls = registry.step_class(spec.use)
         own = cls.Options(**spec.with_).model_dump(mode="json")
-        diff = {k: v for k, v in used.get(label, {}).items() if own.get(k) != v}
+        diff = _diff(own, used.get(label, {}))
         if diff:
             changed[label] = diff
     return changed
+
+
+def _diff(own: dict[str, Any], used: dict[str, Any]) -> dict[str, Any]:
+    """The entries of `used` that differ from `own` (sub-mappings compared key by key)."""
+    found: dict[str, Any] = {}
+    for key, value in used.items():
+        mine = own.get(key)
+        if isinstance(value, dict) and isinstance(mine, dict):
+            value = _diff(mine, value)
+            if value:
+                found[key] = value
+        elif mine != value:
+            found[key] = value
+    return found
 
 
 def _trim(value: Any, width: int = 400) -> Any:
@@ -95,7 +109,8 @@ def page(name: str, path: Path) -> str:
               f"synthaug run {name} --out {name}-out {source}".rstrip(),
               f"synthaug run {name} --out {name}-out --base-url http://localhost:8000/v1 "
               "--model MODEL --concurrency 32", "```", "", "## Knobs", "",
-              "Set any of these with `--set STEP.FIELD=VALUE` (STEP is the step's name):", ""]
+              "Set any of these with `--set STEP.FIELD=VALUE` (STEP is the step's name; "
+              "sampling options nest: `--set STEP.sampling.max_tokens=64`):", ""]
     for spec in recipe.steps:
         lines.append(f"- `{spec.name or spec.use}`: {_options(spec.use, spec.with_)}")
     sample_path = DOCS / "samples" / f"{name}.json"

@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from synthaug.backends.base import Completion
 from synthaug.executors.local import RunState
 from synthaug.pipeline import BackendSpec, Pipeline, resolve_recipe
+from synthaug.steps.context import StepContext, StepStats
+from synthaug.steps.llm import Reply as LLMReply
 from synthaug.testing import FakeOpenAIServer
 from tests.conftest import run, write_jsonl
 
@@ -44,3 +47,22 @@ def prompt_of(body: dict[str, Any]) -> str:
 def manifest(tmp: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((tmp / "out" / "manifest.json").read_text())
     return data
+
+
+def a_reply(*texts: str) -> LLMReply:
+    """A model reply with `texts`, for calling a step's `parse` hook directly."""
+    return LLMReply(tuple(Completion(text=t) for t in texts), "default", "fake", "m", "0" * 16)
+
+
+class _Side:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, dict[str, Any]]] = []
+
+    def write(self, kind: str, row: dict[str, Any]) -> None:
+        self.rows.append((kind, row))
+
+
+def a_context(seed: int = 0) -> StepContext:
+    """A step context without backends, for calling hooks directly."""
+    return StepContext(label="step", recipe="test", seed=seed, stats=StepStats("step"),
+                       side=_Side())

@@ -72,7 +72,7 @@ def test_embedded_model_is_reproducible_with_a_seed() -> None:
 
 def test_text_generation_recipe_on_the_embedded_model(tmp_path: Path) -> None:
     recipe, source = resolve_recipe("text-generation")
-    recipe.steps[0].with_["max_tokens"] = 12
+    recipe.steps[0].with_["sampling"] = {"max_tokens": 12}
     data = write_jsonl(tmp_path / "in.jsonl", [{"instruction": "Say hi."},
                                                 {"instruction": "Count to three."}])
     state = run(Pipeline.from_recipe(recipe, source), tmp_path / "out", data)
@@ -128,7 +128,7 @@ def test_openai_backend_against_llama_cpp_server(llama_server: str, tmp_path: Pa
     recipe, source = resolve_recipe("text-generation")
     recipe.backends["default"] = BackendSpec(use="openai", **{"with": {
         "base_url": llama_server, "model": "smollm2"}})
-    recipe.steps[0].with_["max_tokens"] = 8
+    recipe.steps[0].with_["sampling"] = {"max_tokens": 8}
     data = write_jsonl(tmp_path / "in.jsonl", [{"instruction": "Say yes."}])
     run(Pipeline.from_recipe(recipe, source), tmp_path / "out", data)
     [record] = read_jsonl(tmp_path / "out" / "records.jsonl")

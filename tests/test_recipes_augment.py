@@ -12,7 +12,7 @@ from synthaug.steps.generate.sampling import load_data
 from synthaug.steps.generate.taxonomy import leaves
 from synthaug.testing import FakeOpenAIServer, Reply
 from tests.conftest import read_jsonl
-from tests.recipe_helpers import manifest, prompt_of, run_recipe
+from tests.recipe_helpers import a_context, a_reply, manifest, prompt_of, run_recipe
 
 
 def test_persona_pool_expands_and_is_deduplicated(server: FakeOpenAIServer,
@@ -183,7 +183,7 @@ def test_sections_without_headers_is_a_clear_failure() -> None:
     assert parse_sections("no headers at all", ["question", "answer"]) == {}
     step = Sections(template="x", sections=["question", "answer"])
     with pytest.raises(ParseError, match="lacks section"):
-        list(step.parse({"_meta": {"id": "a"}}, ["The question is: why?"]))
+        list(step.parse({"_meta": {"id": "a"}}, a_reply("The question is: why?"), a_context()))
 
 
 def test_sections_per_section_mode_asks_once_per_section(server: FakeOpenAIServer,

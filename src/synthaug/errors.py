@@ -3,6 +3,10 @@
     SynthaugError
     ├── ConfigError          a recipe, option or CLI flag is wrong (names file, step, field)
     ├── InputError           an input record is malformed (names file, line, field)
+    ├── RecordError          a record lacks a field a step needs, or holds the wrong type
+    │   ├── MissingField
+    │   └── WrongType
+    ├── StepError            a step cannot go on (e.g. a between-rounds command failed)
     ├── MissingDependency    an optional package is needed ("pip install ...")
     ├── ParseError           a model reply could not be turned into records
     └── BackendError         an LLM call failed
@@ -48,6 +52,36 @@ class InputError(SynthaugError):
         super().__init__(f"{where}: {message}")
 
 
+class RecordError(SynthaugError):
+    """A record is unfit for a step; the record goes to the rejects file with `reason`."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field, self.reason = field, reason
+        super().__init__(f"field '{field}': {reason}")
+
+
+class MissingField(RecordError, KeyError):
+    """A record lacks a field a step or template needs."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(field, f"missing field '{field}'")
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class WrongType(RecordError):
+    """A record's field holds a value of another type than the step declares."""
+
+    def __init__(self, field: str, expected: str, value: object) -> None:
+        got = "null" if value is None else type(value).__name__
+        super().__init__(field, f"field '{field}' must be {expected}, got {got}")
+
+
+class StepError(SynthaugError):
+    """A step cannot go on (a between-rounds command failed, a data file is unusable)."""
+
+
 class MissingDependency(SynthaugError):
     """An optional dependency is not installed."""
 
@@ -58,7 +92,11 @@ class MissingDependency(SynthaugError):
 
 
 class ParseError(SynthaugError):
-    """A model reply could not be parsed into records."""
+    """A model reply could not be parsed into records; `raw` holds the replies."""
+
+    def __init__(self, message: str, *, raw: list[str] | None = None) -> None:
+        self.raw = raw
+        super().__init__(message)
 
 
 class BackendError(SynthaugError):

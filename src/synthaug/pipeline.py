@@ -17,7 +17,8 @@ from synthaug import registry
 from synthaug.backends.base import Backend
 from synthaug.errors import ConfigError
 from synthaug.records import ID_SCHEME, stable_hash
-from synthaug.steps.base import AnyStep
+from synthaug.steps.base import AnyStep, requirements
+from synthaug.steps.llm import Sampling
 
 
 class _Strict(BaseModel):
@@ -73,7 +74,13 @@ def _field_of(error: ValidationError) -> str:
 
 def _message_of(error: ValidationError) -> str:
     first = _main_error(error)
-    return f"{first['msg']}" + (" (unknown option)" if first["type"] == "extra_forbidden" else "")
+    if first["type"] != "extra_forbidden":
+        return str(first["msg"])
+    name = str(first["loc"][-1]) if first["loc"] else ""
+    if len(first["loc"]) == 1 and name in Sampling.model_fields:
+        return (f"unknown option; sampling options go under 'sampling:' "
+                f"(e.g. sampling: {{{name}: ...}})")
+    return f"{first['msg']} (unknown option)"
 
 
 def build_backend(spec: BackendSpec, *, file: str | None = None, role: str = "default") -> Backend:
@@ -129,17 +136,21 @@ class Pipeline:
         return cls(steps=steps, backends=dict(recipe.backends), name=recipe.name,
                    seed=recipe.seed, recipe=recipe, source=source)
 
+    def roles(self) -> list[str]:
+        """The backend roles the steps declare, in order of first use."""
+        return list(dict.fromkeys(u.role for _, step in self.steps for u in step.uses()))
+
     def check(self, input_fields: set[str] | None) -> None:
-        """Fail if a step needs a field nothing provides, or names an unknown backend."""
+        """Fail if a step needs a field nothing provides, or names an unknown backend role."""
         available = input_fields
         for label, step in self.steps:
-            for backend in step.backend_roles():
-                if backend not in self.backends:
-                    raise ConfigError(f"unknown backend '{backend}'; the recipe defines "
+            for use in step.uses():
+                if use.role not in self.backends:
+                    raise ConfigError(f"unknown backend role '{use.role}'; the recipe defines "
                                       f"{sorted(self.backends)}", file=self.source, step=label,
                                       field="backend")
             if available is not None:
-                for name in sorted(step.requires() - available):
+                for name in sorted(set(requirements(step)) - available):
                     raise ConfigError("input records lack this field and no earlier step "
                                       "provides it", file=self.source, step=label, field=name)
             provided = step.provides()
@@ -147,6 +158,34 @@ class Pipeline:
                 available = None
             elif available is not None:
                 available = available | provided
+
+    def check_backends(self, built: dict[str, Backend]) -> None:
+        """Fail if a step needs a capability its role's backend lacks (before any call)."""
+        for label, step in self.steps:
+            for use in step.uses():
+                lacking = use.lacking(built[use.role])
+                if lacking:
+                    raise ConfigError(
+                        f"needs {', '.join(lacking)} from backend role '{use.role}' "
+                        f"({built[use.role].name}), which lacks it"
+                        + ("; set the backend's chat_template option"
+                           if lacking == ["chat_template"] else ""),
+                        file=self.source, step=label, field="backend")
+
+    def input_requirements(self) -> dict[str, tuple[type, ...]]:
+        """Fields input records must hold, with their types: those a step needs and no
+        earlier step provides."""
+        needed: dict[str, tuple[type, ...]] = {}
+        provided: set[str] = set()
+        for _, step in self.steps:
+            for name, kinds in requirements(step).items():
+                if name not in provided:
+                    needed.setdefault(name, kinds)
+            made = step.provides()
+            if made is None:
+                break
+            provided |= made
+        return needed
 
     def config(self) -> dict[str, Any]:
         """The resolved configuration, secret-free."""
@@ -165,6 +204,14 @@ class Pipeline:
         """What makes two runs the same run: steps, options and seed (not concurrency)."""
         cfg = self.config()
         return stable_hash([cfg["name"], cfg["seed"], cfg["steps"], ID_SCHEME])
+
+    def identity(self, built: dict[str, Backend]) -> dict[str, Any]:
+        """The run identity without the input: recipe, resolved options, seed, id scheme and
+        each used role's backend identity (kind, model, endpoint or file, chat template)."""
+        cfg = self.config()
+        return {"recipe": cfg["name"], "seed": cfg["seed"], "id_scheme": ID_SCHEME,
+                "steps": {s["name"]: {"use": s["use"], "with": s["with"]} for s in cfg["steps"]},
+                "backends": {role: built[role].identity() for role in self.roles()}}
 
 
 def load_recipe(path: Path) -> Recipe:

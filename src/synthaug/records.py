@@ -15,7 +15,7 @@ from typing import Any
 Record = dict[str, Any]
 META = "_meta"
 # bumped whenever id derivation changes, so a rerun never mixes ids of two schemes in one output
-ID_SCHEME = 2
+ID_SCHEME = 3
 # keys a step sets anew on each record it makes; other `_meta` keys (annotations such as
 # `pii`, `cluster`, `contamination`) travel on to derived records
 _PROVENANCE = frozenset({"id", "parents", "step", "backend", "model", "prompt_sha", "seed",

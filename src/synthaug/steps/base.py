@@ -1,12 +1,16 @@
 """The step contract and its families; each family owns the loop and leaves one hook.
 
     Step       run(stream, ctx) -> stream          (the contract every step meets)
-    ├── Map        apply(record) -> records        (CPU work: formatting, classic augmentation)
+    ├── Map        apply(record, ctx) -> records   (CPU work: formatting, classic augmentation)
     ├── Filter     keep(record) -> bool | (False, reason)
-    ├── LLMStep    prompt(record) -> messages|str; parse(record, replies) -> records
+    ├── Each       process(record, ctx) -> records (async per record, e.g. several model calls)
+    │   └── LLMStep    prompt(record, ctx) -> messages|str; parse(record, reply, ctx) -> records
     ├── Generator  generate(pool, ctx) -> stream   (from nothing or a small pool)
-    ├── Global     observe(record) -> records; finish() -> records   (stateful)
+    ├── Global     observe(record, ctx) -> records; finish(ctx) -> records   (stateful)
     └── Rounds     round(i, ctx) -> records        (repeats with state; hook between rounds)
+
+Any family reaches models through the context (`ctx.generate`), declaring the roles it calls
+in `uses()`; failures follow `ctx.attempt`, the same way everywhere.
 """
 
 from __future__ import annotations
@@ -14,26 +18,40 @@ from __future__ import annotations
 import asyncio
 import os
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from synthaug.backends.base import Message, Request
-from synthaug.backends.cache import prompt_sha
-from synthaug.errors import BackendError, ParseError
-from synthaug.records import Record, derive
+from synthaug.errors import ParseError, RecordError, StepError
+from synthaug.records import Record
 from synthaug.steps.context import StepContext
+from synthaug.steps.llm import Prompt, Reply, Sampling, Uses
 from synthaug.streams import concurrent_map
-from synthaug.template import MissingField
 
-Prompt = str | Sequence[Message]
+Requirements = set[str] | Mapping[str, type | tuple[type, ...]]
 
 
 class StepOptions(BaseModel):
-    """Options of a step; unknown keys fail with their name."""
+    """Options of a step; unknown keys fail with their name.
+
+    A partial mapping given for a sub-model option (e.g. `sampling: {max_tokens: 64}`) keeps
+    the step's own defaults for the keys it leaves out.
+    """
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_nested_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for name, info in cls.model_fields.items():
+            given, default = merged.get(name), info.default
+            if isinstance(given, dict) and isinstance(default, BaseModel):
+                merged[name] = {**default.model_dump(), **given}
+        return merged
 
 
 OptionsT = TypeVar("OptionsT", bound=StepOptions)
@@ -43,24 +61,23 @@ class Step(ABC, Generic[OptionsT]):
     """Transforms an async stream of records; `options` is an instance of `Options`."""
 
     Options: ClassVar[type[StepOptions]] = StepOptions
-    uses_llm: ClassVar[bool] = False
     options: OptionsT
 
     def __init__(self, options: StepOptions | None = None, **kwargs: Any) -> None:
         chosen = options if options is not None else self.Options(**kwargs)
         self.options = cast(OptionsT, chosen)
 
-    def requires(self) -> set[str]:
-        """Fields every input record must have."""
+    def requires(self) -> Requirements:
+        """Fields every input record must have (a set: strings; a mapping: with their types)."""
         return set()
 
     def provides(self) -> set[str] | None:
         """Fields output records have beyond their inputs' (None: only these fields)."""
         return set()
 
-    def backend_roles(self) -> list[str]:
+    def uses(self) -> list[Uses]:
         """The backend roles this step calls (the first is its main one); [] if none."""
-        return [str(getattr(self.options, "backend", "default"))] if self.uses_llm else []
+        return []
 
     @abstractmethod
     def run(self, stream: AsyncIterator[Record], ctx: StepContext) -> AsyncIterator[Record]:
@@ -70,22 +87,30 @@ class Step(ABC, Generic[OptionsT]):
 AnyStep = Step[Any]
 
 
+def requirements(step: AnyStep) -> dict[str, tuple[type, ...]]:
+    """A step's required fields with the types each may hold (str unless declared)."""
+    found = step.requires()
+    if isinstance(found, set):
+        return {name: (str,) for name in found}
+    return {name: kind if isinstance(kind, tuple) else (kind,) for name, kind in found.items()}
+
+
 class Map(Step[OptionsT]):
     """One record in, zero or more out, no I/O."""
 
     @abstractmethod
-    def apply(self, record: Record) -> Iterable[Record]:
+    def apply(self, record: Record, ctx: StepContext) -> Iterable[Record]:
         """The output records for `record` (their ids are assigned by the base)."""
 
     async def run(self, stream: AsyncIterator[Record], ctx: StepContext) -> AsyncIterator[Record]:
         async for record in stream:
             try:
-                outputs = list(self.apply(record))
-            except MissingField as exc:
-                ctx.reject(record, f"missing field '{exc.field}'", exc.field)
+                outputs = list(self.apply(record, ctx))
+            except RecordError as exc:
+                ctx.reject(record, exc.reason, exc.field)
                 continue
             for i, out in enumerate(outputs):
-                yield derive([record], out, step=ctx.label, index=i)
+                yield ctx.derive([record], out, i)
 
 
 class Filter(Step[OptionsT]):
@@ -97,7 +122,11 @@ class Filter(Step[OptionsT]):
 
     async def run(self, stream: AsyncIterator[Record], ctx: StepContext) -> AsyncIterator[Record]:
         async for record in stream:
-            verdict = self.keep(record)
+            try:
+                verdict = self.keep(record)
+            except RecordError as exc:
+                ctx.reject(record, exc.reason, exc.field)
+                continue
             ok, reason = verdict if isinstance(verdict, tuple) else (verdict, "filtered")
             if ok:
                 yield record
@@ -105,108 +134,84 @@ class Filter(Step[OptionsT]):
                 ctx.drop(record, reason)
 
 
-class LLMOptions(StepOptions):
-    """Sampling options shared by every LLM step."""
+class EachOptions(StepOptions):
+    """Options of a per-record async step."""
 
-    backend: str = "default"
-    n: int = 1
-    temperature: float = 0.7
-    top_p: float = 1.0
-    max_tokens: int = 256
-    stop: list[str] = []
-    window: int | None = None
+    window: int | None = Field(None, ge=1)  # records in progress (default 2x the concurrency)
 
 
-LLMOptionsT = TypeVar("LLMOptionsT", bound=LLMOptions)
-RoundsOptionsT = TypeVar("RoundsOptionsT", bound="RoundsOptions")
+EachOptionsT = TypeVar("EachOptionsT", bound=EachOptions)
 
 
-class LLMStep(Step[LLMOptionsT]):
-    """Asks a model about each record; the base owns concurrency, caching and failures."""
+class Each(Step[EachOptionsT]):
+    """Processes records concurrently, each through `process`; failures become side rows."""
 
-    Options: ClassVar[type[StepOptions]] = LLMOptions
-    uses_llm = True
-    schema: ClassVar[type[BaseModel] | None] = None
+    Options: ClassVar[type[StepOptions]] = EachOptions
 
     @abstractmethod
-    def prompt(self, record: Record) -> Prompt:
-        """Chat messages (or a raw prompt string) for `record`."""
-
-    @abstractmethod
-    def parse(self, record: Record, replies: list[str]) -> Iterable[Record]:
-        """Output records from the replies; raise ParseError (or ValueError) if unusable."""
-
-    def request(self, prompt: Prompt, seed: int) -> Request:
-        """The request for one prompt, with this step's sampling options."""
-        o = self.options
-        return make_request(prompt, seed=seed, n=o.n, temperature=o.temperature, top_p=o.top_p,
-                            max_tokens=o.max_tokens, stop=o.stop, schema=self.schema)
-
-    async def replies(self, record: Record, request: Request, ctx: StepContext) -> list[str]:
-        """The replies to parse for one record (steps that need several calls override this)."""
-        validate = self.schema.model_validate_json if self.schema else None
-        return [c.text for c in await ctx.complete(request, validate)]
-
     async def process(self, record: Record, ctx: StepContext) -> list[Record]:
-        """The outputs for one record; failures and rejects are recorded, never raised."""
-        try:
-            request = self.request(self.prompt(record), ctx.seed_for(record))
-        except MissingField as exc:
-            ctx.reject(record, f"missing field '{exc.field}'", exc.field)
-            return []
-        try:
-            replies = await self.replies(record, request, ctx)
-        except BackendError as exc:
-            ctx.fail(record, str(exc))
-            return []
-        try:
-            outputs = list(self.parse(record, replies))
-        except (ParseError, ValueError, KeyError, TypeError) as exc:
-            ctx.fail(record, f"parse error: {exc}", raw=replies)
-            return []
-        assert ctx.llm is not None
-        provenance = {"backend": ctx.llm.backend.name, "model": ctx.llm.backend.model,
-                      "prompt_sha": prompt_sha(request), "seed": request.seed}
-        return [derive([record], out, step=ctx.label, index=i, **provenance)
-                for i, out in enumerate(outputs)]
+        """The outputs for one record; may raise BackendError, ParseError or RecordError."""
 
-    async def ask(self, prompt: Prompt, seed: int, ctx: StepContext) -> str:
-        """One reply for `prompt` with this step's sampling options (for multi-call steps)."""
-        o = self.options
-        request = make_request(prompt, seed=seed, temperature=o.temperature, top_p=o.top_p,
-                               max_tokens=o.max_tokens, stop=o.stop)
-        return (await ctx.complete(request))[0].text
+    def window(self, ctx: StepContext) -> int:
+        """How many records are in progress at once."""
+        return self.options.window or (2 * ctx.capacity() if self.uses() else 64)
 
     async def run(self, stream: AsyncIterator[Record], ctx: StepContext) -> AsyncIterator[Record]:
-        assert ctx.llm is not None
-        window = self.options.window or 2 * ctx.llm.concurrency
-        async for outputs in concurrent_map(stream, lambda r: self.process(r, ctx), window):
-            for out in outputs:
+        async def one(record: Record) -> list[Record] | None:
+            return await ctx.attempt(self.process(record, ctx), record)
+
+        async for outputs in concurrent_map(stream, one, self.window(ctx)):
+            for out in outputs or ():
                 yield out
 
 
-def make_request(
-    prompt: Prompt,
-    *,
-    seed: int | None,
-    n: int = 1,
-    temperature: float = 0.7,
-    top_p: float = 1.0,
-    max_tokens: int = 256,
-    stop: Sequence[str] = (),
-    schema: type[BaseModel] | None = None,
-) -> Request:
-    """A Request from a prompt string (raw) or a message list (chat)."""
-    if isinstance(prompt, str):
-        messages, raw = None, prompt
-    else:
-        messages, raw = tuple(dict(m) for m in prompt), None
-    return Request(
-        messages=messages,
-        prompt=raw,
-        n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=tuple(stop),
-        seed=seed, json_schema=schema.model_json_schema() if schema else None,
-    )
+class LLMOptions(EachOptions):
+    """Options every single-call LLM step has: the role, samples per record, sampling."""
+
+    backend: str = "default"
+    n: int = Field(1, ge=1)
+    sampling: Sampling = Sampling()
+
+
+LLMOptionsT = TypeVar("LLMOptionsT", bound=LLMOptions)
+
+
+class LLMStep(Each[LLMOptionsT]):
+    """Asks a model about each record: `prompt` builds the request, `parse` reads the reply."""
+
+    Options: ClassVar[type[StepOptions]] = LLMOptions
+    schema: ClassVar[type[BaseModel] | None] = None
+    raw: ClassVar[bool] = False  # prompts are raw completion strings (not chat messages)
+
+    def uses(self) -> list[Uses]:
+        return [Uses(self.options.backend, raw_completion=self.raw,
+                     json_schema=self.schema is not None)]
+
+    @abstractmethod
+    def prompt(self, record: Record, ctx: StepContext) -> Prompt:
+        """Chat messages (or a raw prompt string) for `record`."""
+
+    @abstractmethod
+    def parse(self, record: Record, reply: Reply, ctx: StepContext) -> Iterable[Record]:
+        """Output records from the reply; raise ParseError (or ValueError) if unusable."""
+
+    async def ask(self, record: Record, ctx: StepContext) -> Reply:
+        """The reply to parse (steps that need several calls override this)."""
+        schema = self.schema
+        return await ctx.generate(
+            self.prompt(record, ctx), self.options.sampling, seed=ctx.seed_for(record),
+            n=self.options.n, schema=schema.model_json_schema() if schema else None,
+            validate=schema.model_validate_json if schema else None)
+
+    async def process(self, record: Record, ctx: StepContext) -> list[Record]:
+        reply = await self.ask(record, ctx)
+        try:
+            outputs = list(self.parse(record, reply, ctx))
+        except RecordError:
+            raise
+        except (ParseError, ValueError, KeyError, TypeError) as exc:
+            raise ParseError(str(exc), raw=reply.texts) from None
+        return [ctx.derive([record], out, i, reply) for i, out in enumerate(outputs)]
 
 
 class Generator(Step[OptionsT]):
@@ -238,7 +243,12 @@ class Global(Step[OptionsT]):
 
     async def run(self, stream: AsyncIterator[Record], ctx: StepContext) -> AsyncIterator[Record]:
         async for record in stream:
-            for out in self.observe(record, ctx):
+            try:
+                outputs = list(self.observe(record, ctx))
+            except RecordError as exc:
+                ctx.reject(record, exc.reason, exc.field)
+                continue
+            for out in outputs:
                 yield out
         for out in self.finish(ctx):
             yield out
@@ -247,8 +257,11 @@ class Global(Step[OptionsT]):
 class RoundsOptions(StepOptions):
     """Options of a step that runs in rounds."""
 
-    rounds: int = 3
+    rounds: int = Field(3, ge=1)
     between_rounds: str | None = None  # shell command run after each round
+
+
+RoundsOptionsT = TypeVar("RoundsOptionsT", bound=RoundsOptions)
 
 
 class Rounds(Step[RoundsOptionsT]):
@@ -282,5 +295,6 @@ class Rounds(Step[RoundsOptionsT]):
 async def _run_hook(command: str, index: int, label: str) -> None:
     env = {**os.environ, "SYNTHAUG_ROUND": str(index), "SYNTHAUG_STEP": label}
     proc = await asyncio.create_subprocess_shell(command, env=env)
-    if await proc.wait() != 0:
-        raise RuntimeError(f"step {label}: between-rounds command failed: {command}")
+    code = await proc.wait()
+    if code != 0:
+        raise StepError(f"step {label}: between-rounds command exited {code}: {command}")

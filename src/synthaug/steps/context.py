@@ -1,15 +1,29 @@
-"""What a running step sees: its stats, side files, seed and an LLM client (if it uses one)."""
+"""What a running step sees: its stats, side files, a seeded RNG and the model service.
+
+Every step family reaches models the same way: `await ctx.generate(prompt, sampling,
+seed=...)` returns a `Reply` carrying its provenance, `ctx.derive(parents, fields, index,
+*replies)` stamps that provenance on a new record, and `await ctx.attempt(work, item)` is the
+one failure policy (a failed call or unusable reply becomes a failure row with its input and
+reason; a record unfit for the step becomes a reject).
+"""
 
 from __future__ import annotations
 
+import random
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from synthaug.backends.base import Completion, Request
-from synthaug.backends.client import LLMClient, Validator
-from synthaug.records import Record, content, meta, record_id, stable_hash
+from synthaug.backends.cache import prompt_sha
+from synthaug.backends.client import LLMClient
+from synthaug.errors import BackendError, ConfigError, ParseError, RecordError
+from synthaug.records import Record, content, derive, meta, record_id, stable_hash
+from synthaug.steps.llm import Prompt, Reply, Sampling, make_request, provenance
+
+T = TypeVar("T")
+Validator = Callable[[str], object]
 
 
 class SideFiles(Protocol):
@@ -48,63 +62,105 @@ class StepStats:
 
 @dataclass
 class StepContext:
-    """Run-time services for one step."""
+    """Run-time services for one step; `clients` holds only the roles the step declared."""
 
     label: str
     recipe: str
     seed: int
     stats: StepStats
     side: SideFiles
-    llm: LLMClient | None = None
     clients: dict[str, LLMClient] = field(default_factory=dict)
+    main_role: str | None = None
 
+    # -- side files ---------------------------------------------------------------------
     def drop(self, record: Record, reason: str, detail: str | None = None) -> None:
         """Record that `record` was filtered out: `reason` is counted, `detail` kept."""
         self.stats.dropped[reason] += 1
         self.side.write("dropped", {"step": self.label, "reason": reason, "detail": detail,
                                     "id": meta(record).get("id"), "record": record})
 
-    def fail(self, record: Record, reason: str, raw: list[str] | None = None) -> None:
-        """Record that `record` could not be processed (after retries), with the raw replies."""
+    def fail(self, item: Record, reason: str, raw: list[str] | None = None) -> None:
+        """Record that `item` (a record, or a description of the work) could not be done."""
         self.stats.failures += 1
         self.side.write("failures", {"step": self.label, "reason": reason,
-                                     "id": meta(record).get("id"), "raw": raw,
-                                     "record": record})
+                                     "id": meta(item).get("id"), "raw": raw, "record": item})
 
     def reject(self, record: Record, reason: str, field_name: str | None = None) -> None:
-        """Record that `record` is malformed for this step (e.g. a field is missing)."""
+        """Record that `record` is malformed for this step (a field is missing or mistyped)."""
         self.stats.rejects += 1
         source = str(meta(record).get("source", ""))
         file, _, line = source.rpartition(":")
         self.side.write("rejects", {
-            "step": self.label, "file": file or None, "line": int(line) if line else None,
-            "field": field_name, "reason": reason, "record": content(record),
+            "step": self.label, "file": file or None,
+            "line": int(line) if line.isdigit() else None, "field": field_name,
+            "reason": reason, "id": meta(record).get("id"), "record": content(record),
         })
 
-    def seed_for(self, record: Record | None, *salt: Any) -> int:
-        """A deterministic per-record seed from the run seed, this step and the record."""
-        rid = record_id(record) if record is not None else None
+    async def attempt(self, work: Awaitable[T], item: Record) -> T | None:
+        """`await work`, or None after recording why it failed (the one failure policy)."""
+        try:
+            return await work
+        except RecordError as exc:
+            self.reject(item, exc.reason, exc.field)
+        except ParseError as exc:
+            self.fail(item, f"parse error: {exc}", raw=exc.raw)
+        except BackendError as exc:
+            self.fail(item, str(exc))
+        return None
+
+    # -- randomness -----------------------------------------------------------------------
+    def seed_for(self, key: Record | None, *salt: Any) -> int:
+        """A seed from the run seed, this step, the record's id (if any) and `salt`."""
+        rid = record_id(key) if key is not None and meta(key).get("id") else None
         return int(stable_hash([self.seed, self.label, rid, *salt], length=8), 16) % 2**31
 
+    def rng(self, key: Record | None, *salt: Any) -> random.Random:
+        """A random generator for one choice: `--seed` changes it, a rerun repeats it."""
+        return random.Random(self.seed_for(key, *salt))
+
+    # -- the model service ----------------------------------------------------------------
     def client(self, role: str | None = None) -> LLMClient:
-        """The client of backend `role` (default: the step's main backend)."""
-        found = self.clients.get(role) if role else self.llm
+        """The client of a declared role (default: the step's main role)."""
+        name = role or self.main_role
+        found = self.clients.get(name) if name else None
         if found is None:
-            raise RuntimeError(f"step {self.label} has no backend {role or ''}".strip())
+            raise ConfigError(f"calls backend role '{name}' it did not declare in uses()",
+                              step=self.label, field="backend")
         return found
 
-    async def judge(self, prompt: str, role: str | None = None) -> bool:
-        """A yes/no verdict from a judge model (greedy, 3 tokens); raises BackendError."""
-        request = Request(messages=({"role": "user", "content": prompt},), max_tokens=3,
-                          temperature=0.0, seed=0)
-        reply = (await self.complete(request, role=role))[0].text
-        return reply.strip().lower().startswith("yes")
+    def capacity(self, role: str | None = None) -> int:
+        """How many requests the role's backend takes at once."""
+        return self.client(role).concurrency
 
-    async def complete(
-        self, request: Request, validate: Validator | None = None, role: str | None = None
-    ) -> list[Completion]:
-        """Completions for `request` through a backend of this step; raises BackendError."""
-        replies = await self.client(role).complete(request, validate)
-        self.stats.calls += len(replies)
-        self.stats.cache_hits += sum(1 for r in replies if r.cached)
-        return replies
+    def chat_template(self, role: str | None = None) -> str | None:
+        """The chat template of the role's model, when its backend knows it."""
+        return self.client(role).backend.chat_template
+
+    async def generate(
+        self,
+        prompt: Prompt,
+        sampling: Sampling,
+        *,
+        seed: int,
+        role: str | None = None,
+        n: int = 1,
+        schema: dict[str, Any] | None = None,
+        validate: Validator | None = None,
+        logprobs: bool = False,
+    ) -> Reply:
+        """`n` completions of `prompt` with their provenance; raises BackendError."""
+        client = self.client(role)
+        request = make_request(prompt, sampling, seed=seed, n=n, schema=schema,
+                               logprobs=logprobs)
+        completions = await client.complete(request, validate)
+        self.stats.calls += len(completions)
+        self.stats.cache_hits += sum(1 for c in completions if c.cached)
+        return Reply(tuple(completions), role or self.main_role or "", client.backend.name,
+                     client.backend.model, prompt_sha(request))
+
+    def derive(self, parents: list[Record], fields: Record, index: int | str,
+               *replies: Reply) -> Record:
+        """A new record made by this step, with the provenance of the calls that made it."""
+        made = derive(parents, fields, step=self.label, index=index, **provenance(replies))
+        made["_meta"].setdefault("recipe", self.recipe)
+        return made

@@ -4,15 +4,15 @@ source passage (Genie) by an LLM judge or, without one, a lexical support score.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
-from synthaug.errors import BackendError
 from synthaug.records import Record
-from synthaug.steps.base import Filter, Step, StepOptions
+from synthaug.steps.base import Each, EachOptions, Filter, Requirements, StepOptions
 from synthaug.steps.context import StepContext
 from synthaug.steps.generate.evol import STOP_WORDS
-from synthaug.streams import concurrent_map
+from synthaug.steps.judges import yes_no
+from synthaug.steps.llm import Uses
+from synthaug.template import text_field
 
 
 def contains_word(text: str, word: str) -> bool:
@@ -33,13 +33,13 @@ class MustContain(Filter[MustContainOptions]):
 
     Options: ClassVar[type[StepOptions]] = MustContainOptions
 
-    def requires(self) -> set[str]:
-        return {self.options.field, *self.options.word_fields}
+    def requires(self) -> Requirements:
+        return {self.options.field: str, **dict.fromkeys(self.options.word_fields, str)}
 
     def keep(self, record: Record) -> bool | tuple[bool, str]:
         o = self.options
-        text = str(record.get(o.field, ""))
-        missing = [f for f in o.word_fields if not contains_word(text, str(record.get(f, "")))]
+        text = text_field(record, o.field)
+        missing = [f for f in o.word_fields if not contains_word(text, text_field(record, f))]
         return (False, f"missing the {missing[0]}") if missing else True
 
 
@@ -56,7 +56,7 @@ _JUDGE = ("Passage:\n{passage}\n\nText:\n{answer}\n\nIs every claim in the text 
           "the passage? Answer only 'yes' or 'no'.")
 
 
-class FaithfulnessOptions(StepOptions):
+class FaithfulnessOptions(EachOptions):
     """Options of faithfulness."""
 
     passage_field: str = "passage"
@@ -65,32 +65,28 @@ class FaithfulnessOptions(StepOptions):
     min_support: float = 0.6
 
 
-class Faithfulness(Step[FaithfulnessOptions]):
+class Faithfulness(Each[FaithfulnessOptions]):
     """Keeps records grounded in their passage; the score or verdict stays in the record."""
 
     Options: ClassVar[type[StepOptions]] = FaithfulnessOptions
 
-    def requires(self) -> set[str]:
-        return {self.options.passage_field, *self.options.fields}
+    def requires(self) -> Requirements:
+        return {self.options.passage_field: str, **dict.fromkeys(self.options.fields, str)}
 
     def provides(self) -> set[str]:
         return {"faithfulness"}
 
-    def backend_roles(self) -> list[str]:
-        return [self.options.judge] if self.options.judge else []
+    def uses(self) -> list[Uses]:
+        return [Uses(self.options.judge)] if self.options.judge else []
 
-    async def check(self, record: Record, ctx: StepContext) -> Record | None:
-        """The record with its faithfulness, or None (dropped, or failed)."""
+    async def process(self, record: Record, ctx: StepContext) -> list[Record]:
         o = self.options
-        answer = "\n".join(str(record.get(f, "")) for f in o.fields)
-        passage = str(record[o.passage_field])
+        answer = "\n".join(text_field(record, f) for f in o.fields)
+        passage = text_field(record, o.passage_field)
         verdict: dict[str, Any]
         if o.judge:
-            try:
-                supported = await ctx.judge(_JUDGE.format(passage=passage, answer=answer))
-            except BackendError as exc:
-                ctx.fail(record, str(exc))
-                return None
+            supported, _ = await yes_no(ctx, _JUDGE.format(passage=passage, answer=answer),
+                                        key=record)
             verdict = {"method": "judge", "supported": supported}
         else:
             score = support_score(answer, passage)
@@ -99,11 +95,5 @@ class Faithfulness(Step[FaithfulnessOptions]):
         out = {**record, "faithfulness": verdict}
         if not verdict["supported"]:
             ctx.drop(out, f"unfaithful ({verdict['method']})")
-            return None
-        return out
-
-    async def run(self, stream: AsyncIterator[Record], ctx: StepContext) -> AsyncIterator[Record]:
-        window = 2 * ctx.client().concurrency if self.options.judge else 64
-        async for out in concurrent_map(stream, lambda r: self.check(r, ctx), window):
-            if out is not None:
-                yield out
+            return []
+        return [out]

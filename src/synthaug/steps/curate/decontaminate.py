@@ -18,11 +18,13 @@ from collections.abc import AsyncIterator
 from typing import Any, ClassVar, Literal
 
 from synthaug import benchmarks
-from synthaug.errors import BackendError
+from synthaug.errors import BackendError, ParseError
 from synthaug.records import Record, meta
-from synthaug.steps.base import Step, StepOptions
+from synthaug.steps.base import Requirements, Step, StepOptions
 from synthaug.steps.context import StepContext
-from synthaug.steps.curate.textkey import record_text, words
+from synthaug.steps.curate.textkey import TEXTLIKE, record_text, words
+from synthaug.steps.judges import yes_no
+from synthaug.steps.llm import Uses
 
 
 class DecontaminateOptions(StepOptions):
@@ -59,11 +61,11 @@ class Decontaminate(Step[DecontaminateOptions]):
         super().__init__(options, **kwargs)
         self._items: list[benchmarks.BenchmarkItem] | None = None
 
-    def backend_roles(self) -> list[str]:
-        return [self.options.judge] if self.options.judge else []
+    def uses(self) -> list[Uses]:
+        return [Uses(self.options.judge)] if self.options.judge else []
 
-    def requires(self) -> set[str]:
-        return set(self.options.fields)
+    def requires(self) -> Requirements:
+        return dict.fromkeys(self.options.fields, TEXTLIKE)
 
     def prepare(self) -> None:
         """Load the benchmark packs and build the n-gram index and embeddings."""
@@ -136,10 +138,12 @@ class Decontaminate(Step[DecontaminateOptions]):
         assert self._items is not None
         prompt = _JUDGE.format(a=self._items[position].text, b=text)
         try:
-            same = await ctx.judge(prompt)
-        except BackendError as exc:
+            same, _ = await yes_no(ctx, prompt, key=None, salt=prompt)
+        except (BackendError, ParseError) as exc:
+            # the candidate is kept, flagged unjudged: the record itself is not lost
             ctx.stats.notes["judge failures"] += 1
-            ctx.side.write("failures", {"step": ctx.label, "reason": str(exc), "text": text})
+            ctx.fail({"text": text, "candidate": self._finding(position, "candidate", score)},
+                     f"judge: {exc}")
             return self._finding(position, "candidate", score)
         ctx.stats.notes["judged candidates"] += 1
         if same:

@@ -20,10 +20,10 @@ from typing import ClassVar
 
 from synthaug.errors import ConfigError
 from synthaug.records import Record, meta
-from synthaug.steps.base import Global, Step, StepOptions
+from synthaug.steps.base import Global, Requirements, Step, StepOptions
 from synthaug.steps.context import StepContext
 from synthaug.steps.curate.minhash import band_keys
-from synthaug.steps.curate.textkey import normalize, record_text
+from synthaug.steps.curate.textkey import TEXTLIKE, normalize, record_text
 
 
 class DedupOptions(StepOptions):
@@ -45,8 +45,8 @@ class ExactDedup(Global[DedupOptions]):
         super().__init__(options, **kwargs)
         self._seen: dict[bytes, str] = {}
 
-    def requires(self) -> set[str]:
-        return set(self.options.fields)
+    def requires(self) -> Requirements:
+        return dict.fromkeys(self.options.fields, TEXTLIKE)
 
     def observe(self, record: Record, ctx: StepContext) -> Iterable[Record]:
         text = normalize(record_text(record, self.options.fields))
@@ -117,8 +117,8 @@ class MinHashDedup(Step[MinHashOptions]):
         self._index: dict[int, int] = {}  # band key -> 1-based position in _kept_ids
         self._kept_ids: list[str] = []
 
-    def requires(self) -> set[str]:
-        return set(self.options.fields)
+    def requires(self) -> Requirements:
+        return dict.fromkeys(self.options.fields, TEXTLIKE)
 
     def _keys(self, batch: list[Record], pool: Executor | None) -> Awaitable[list[list[int]]]:
         o = self.options

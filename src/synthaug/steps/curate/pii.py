@@ -14,7 +14,9 @@ from typing import Any, ClassVar
 
 from synthaug.errors import MissingDependency
 from synthaug.records import Record, meta
-from synthaug.steps.base import Map, StepOptions
+from synthaug.steps.base import Map, Requirements, StepOptions
+from synthaug.steps.context import StepContext
+from synthaug.steps.curate.textkey import TEXTLIKE
 
 ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IP_ADDRESS", "URL", "IBAN_CODE",
             "US_SSN")
@@ -70,10 +72,10 @@ class PIIRedact(Map[PIIOptions]):
 
     Options: ClassVar[type[StepOptions]] = PIIOptions
 
-    def requires(self) -> set[str]:
-        return set(self.options.fields)
+    def requires(self) -> Requirements:
+        return dict.fromkeys(self.options.fields, TEXTLIKE)
 
-    def apply(self, record: Record) -> Iterable[Record]:
+    def apply(self, record: Record, ctx: StepContext) -> Iterable[Record]:
         o = self.options
         out, counts = dict(record), Counter[str]()
         for field in o.fields:

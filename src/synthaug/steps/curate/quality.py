@@ -10,8 +10,8 @@ from typing import Any, ClassVar, TypeVar
 
 from synthaug.errors import MissingDependency
 from synthaug.records import Record
-from synthaug.steps.base import Filter, StepOptions
-from synthaug.steps.curate.textkey import record_text
+from synthaug.steps.base import Filter, Requirements, StepOptions
+from synthaug.steps.curate.textkey import TEXTLIKE, record_text
 
 
 class FieldsOptions(StepOptions):
@@ -26,8 +26,8 @@ FieldsT = TypeVar("FieldsT", bound=FieldsOptions)
 class _FieldsFilter(Filter[FieldsT]):
     Options: ClassVar[type[StepOptions]] = FieldsOptions
 
-    def requires(self) -> set[str]:
-        return set(self.options.fields)
+    def requires(self) -> Requirements:
+        return dict.fromkeys(self.options.fields, TEXTLIKE)
 
     def text(self, record: Record) -> str:
         return record_text(record, self.options.fields)
@@ -179,8 +179,8 @@ class ScoreFilter(Filter[ScoreOptions]):
 
     Options: ClassVar[type[StepOptions]] = ScoreOptions
 
-    def requires(self) -> set[str]:
-        return {self.options.field}
+    def requires(self) -> Requirements:
+        return {self.options.field: (int, float, str, type(None))}
 
     def keep(self, record: Record) -> bool | tuple[bool, str]:
         o = self.options

@@ -9,7 +9,10 @@ from typing import ClassVar
 
 from synthaug.errors import ParseError
 from synthaug.records import Record, content
-from synthaug.steps.base import LLMOptions, LLMStep, Prompt, StepOptions
+from synthaug.steps.base import LLMOptions, LLMStep, Requirements, StepOptions
+from synthaug.steps.context import StepContext
+from synthaug.steps.llm import Prompt, Reply, Sampling
+from synthaug.template import text_field
 
 _PROMPT = (
     "You are reviewing training data for an AI assistant. Rate how accurate, helpful and "
@@ -25,8 +28,7 @@ class RateOptions(LLMOptions):
     input_field: str | None = "input"
     response_field: str = "output"
     score_field: str = "score"
-    temperature: float = 0.0
-    max_tokens: int = 48
+    sampling: Sampling = Sampling(temperature=0.0, max_tokens=48)
 
 
 class LLMRate(LLMStep[RateOptions]):
@@ -34,24 +36,26 @@ class LLMRate(LLMStep[RateOptions]):
 
     Options: ClassVar[type[StepOptions]] = RateOptions
 
-    def requires(self) -> set[str]:
-        return {self.options.instruction_field, self.options.response_field}
+    def requires(self) -> Requirements:
+        return {self.options.instruction_field: str, self.options.response_field: str}
 
     def provides(self) -> set[str]:
         return {self.options.score_field, f"{self.options.score_field}_reason"}
 
-    def prompt(self, record: Record) -> Prompt:
+    def prompt(self, record: Record, ctx: StepContext) -> Prompt:
         o = self.options
-        given = str(record.get(o.input_field, "")) if o.input_field else ""
+        optional = o.input_field and record.get(o.input_field) is not None
+        given = text_field(record, o.input_field) if o.input_field and optional else ""
         text = _PROMPT.format(
-            instruction=record[o.instruction_field], response=record[o.response_field],
+            instruction=text_field(record, o.instruction_field),
+            response=text_field(record, o.response_field),
             input_block=f"Input:\n{given}\n\n" if given.strip() else "")
         return [{"role": "user", "content": text}]
 
-    def parse(self, record: Record, replies: list[str]) -> Iterable[Record]:
-        match = re.search(r"\b([1-5])\b", replies[0])
+    def parse(self, record: Record, reply: Reply, ctx: StepContext) -> Iterable[Record]:
+        match = re.search(r"\b([1-5])\b", reply.text)
         if match is None:
-            raise ParseError(f"no 1-5 score in the reply: {replies[0][:80]!r}")
-        reason = replies[0][match.end():].strip(" .:-\n")
+            raise ParseError(f"no 1-5 score in the reply: {reply.text[:80]!r}")
+        reason = reply.text[match.end():].strip(" .:-\n")
         yield {**content(record), self.options.score_field: int(match.group(1)),
                f"{self.options.score_field}_reason": reason}

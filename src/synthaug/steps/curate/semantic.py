@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from typing import ClassVar, Literal
 
 from synthaug.records import Record, meta
-from synthaug.steps.base import Global, StepOptions
+from synthaug.steps.base import Global, Requirements, StepOptions
 from synthaug.steps.context import StepContext
-from synthaug.steps.curate.textkey import record_text
+from synthaug.steps.curate.textkey import TEXTLIKE, record_text
 
 
 class SemanticOptions(StepOptions):
@@ -39,8 +39,8 @@ class SemanticDedup(Global[SemanticOptions]):
         super().__init__(options, **kwargs)
         self._records: list[Record] = []
 
-    def requires(self) -> set[str]:
-        return set(self.options.fields)
+    def requires(self) -> Requirements:
+        return dict.fromkeys(self.options.fields, TEXTLIKE)
 
     def observe(self, record: Record, ctx: StepContext) -> Iterable[Record]:
         self._records.append(record)

@@ -10,6 +10,10 @@ from synthaug.records import Record
 _PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
 
 
+# the types a text field of a dataset under curation may hold (lists: chat `messages`)
+TEXTLIKE: tuple[type, ...] = (str, list, dict)
+
+
 def record_text(record: Record, fields: list[str]) -> str:
     """The named fields of a record joined by newlines (missing fields read as empty)."""
     return "\n".join(str(record.get(name, "")) for name in fields)

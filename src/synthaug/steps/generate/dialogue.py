@@ -4,16 +4,13 @@ early: the user signals the end, a turn is empty, or a turn repeats an earlier o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import ClassVar
 
 from synthaug import template
-from synthaug.backends.base import Request
-from synthaug.errors import BackendError
-from synthaug.records import Record, content, derive
-from synthaug.steps.base import LLMOptions, Step, StepOptions
+from synthaug.records import Record, content
+from synthaug.steps.base import Each, EachOptions, Requirements, StepOptions
 from synthaug.steps.context import StepContext
-from synthaug.streams import concurrent_map
+from synthaug.steps.llm import Reply, Sampling, Uses
 
 _USER_ROLE = ("You are playing a curious person chatting with an AI assistant about: {topic}. "
               "Read the conversation so far and write only your next message as that person: "
@@ -22,15 +19,17 @@ _USER_ROLE = ("You are playing a curious person chatting with an AI assistant ab
 END_MARKERS = ("[end]", "goodbye", "bye!", "thanks, that's all", "that is all")
 
 
-class SelfChatOptions(LLMOptions):
+class SelfChatOptions(EachOptions):
     """Options of self-chat."""
 
+    backend: str = "default"  # the assistant
     user_backend: str | None = None  # default: the assistant's backend plays the user too
     opening_field: str = "question"
     topic_field: str = "topic"
     assistant_system: str | None = None
     turns: int = 3  # assistant replies per dialogue
-    max_tokens: int = 384
+    sampling: Sampling = Sampling(max_tokens=384)  # the assistant's turns
+    user_sampling: Sampling = Sampling(max_tokens=384)  # the user simulator's turns
 
 
 def stop_reason(message: str, history: list[dict[str, str]]) -> str | None:
@@ -45,66 +44,52 @@ def stop_reason(message: str, history: list[dict[str, str]]) -> str | None:
     return None
 
 
-class SelfChat(Step[SelfChatOptions]):
+class SelfChat(Each[SelfChatOptions]):
     """Emits one record per dialogue, in TRL's `messages` shape."""
 
     Options: ClassVar[type[StepOptions]] = SelfChatOptions
-    uses_llm = True
 
-    def requires(self) -> set[str]:
-        return {self.options.opening_field}
+    def requires(self) -> Requirements:
+        o = self.options
+        return {o.opening_field: str, **template.requirements(o.assistant_system)}
 
     def provides(self) -> set[str]:
         return {"messages", "stop_reason"}
 
-    def backend_roles(self) -> list[str]:
-        roles = [self.options.backend]
-        if self.options.user_backend and self.options.user_backend != self.options.backend:
-            roles.append(self.options.user_backend)
-        return roles
-
-    def _request(self, messages: list[dict[str, str]], seed: int) -> Request:
+    def uses(self) -> list[Uses]:
         o = self.options
-        return Request(messages=tuple(messages), seed=seed, temperature=o.temperature,
-                       top_p=o.top_p, max_tokens=o.max_tokens)
+        return [Uses(o.backend), *([Uses(o.user_backend)] if o.user_backend else [])]
 
     def _as_user(self, record: Record, history: list[dict[str, str]]) -> list[dict[str, str]]:
-        topic = str(record.get(self.options.topic_field, record[self.options.opening_field]))
+        o = self.options
+        field = o.topic_field if record.get(o.topic_field) is not None else o.opening_field
         transcript = "\n".join(f"{t['role'].upper()}: {t['content']}" for t in history)
-        return [{"role": "system", "content": _USER_ROLE.format(topic=topic)},
+        return [{"role": "system",
+                 "content": _USER_ROLE.format(topic=template.text_field(record, field))},
                 {"role": "user", "content": transcript}]
 
-    async def dialogue(self, record: Record, ctx: StepContext) -> list[Record]:
+    async def process(self, record: Record, ctx: StepContext) -> list[Record]:
         """One dialogue seeded by the record's opening question."""
         o = self.options
-        history = [{"role": "user", "content": str(record[o.opening_field])}]
+        history = [{"role": "user", "content": template.text_field(record, o.opening_field)}]
         system = [{"role": "system", "content": template.render(o.assistant_system, record)}] \
             if o.assistant_system else []
-        reason = "turn limit"
-        try:
-            for turn in range(o.turns):
-                seed = ctx.seed_for(record, turn)
-                reply = (await ctx.complete(self._request(system + history, seed)))[0].text
-                history.append({"role": "assistant", "content": reply.strip()})
-                if turn == o.turns - 1:
-                    break
-                asked = (await ctx.complete(self._request(self._as_user(record, history),
-                                                          seed + 1), role=o.user_backend))
-                message = asked[0].text.strip()
-                found = stop_reason(message, history)
-                if found:
-                    reason = found
-                    break
-                history.append({"role": "user", "content": message})
-        except BackendError as exc:
-            ctx.fail(record, str(exc))
-            return []
-        return [derive([record], {**content(record), "messages": system + history,
-                                  "stop_reason": reason}, step=ctx.label, index=0,
-                       backend=ctx.client().backend.name, model=ctx.client().backend.model)]
-
-    async def run(self, stream: AsyncIterator[Record], ctx: StepContext) -> AsyncIterator[Record]:
-        window = 2 * ctx.client().concurrency
-        async for outputs in concurrent_map(stream, lambda r: self.dialogue(r, ctx), window):
-            for out in outputs:
-                yield out
+        reason, calls = "turn limit", list[Reply]()
+        for turn in range(o.turns):
+            reply = await ctx.generate(system + history, o.sampling,
+                                       seed=ctx.seed_for(record, turn))
+            history.append({"role": "assistant", "content": reply.text.strip()})
+            calls.append(reply)
+            if turn == o.turns - 1:
+                break
+            asked = await ctx.generate(self._as_user(record, history), o.user_sampling,
+                                       seed=ctx.seed_for(record, turn, "user"),
+                                       role=o.user_backend)
+            calls.append(asked)
+            found = stop_reason(asked.text.strip(), history)
+            if found:
+                reason = found
+                break
+            history.append({"role": "user", "content": asked.text.strip()})
+        return [ctx.derive([record], {**content(record), "messages": system + history,
+                                      "stop_reason": reason}, 0, *calls)]

@@ -12,17 +12,16 @@ words. A failed instruction stays in the pool for the next round, as in the pape
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 from typing import ClassVar, Literal
 
-from synthaug.backends.base import Request
-from synthaug.backends.cache import prompt_sha
-from synthaug.errors import BackendError
-from synthaug.records import Record, content, derive
-from synthaug.steps.base import Rounds, RoundsOptions, StepOptions
+from synthaug.errors import RecordError
+from synthaug.records import Record, content
+from synthaug.steps.base import Requirements, Rounds, RoundsOptions, StepOptions
 from synthaug.steps.context import StepContext
 from synthaug.steps.generate.similarity import RougePool
+from synthaug.steps.llm import Sampling, Uses
+from synthaug.template import text_field
 
 _DEPTH_HEAD = ("Rewrite the instruction below into a harder version that a capable AI model "
                "would find more demanding, while a person can still understand and answer it. "
@@ -104,9 +103,8 @@ class EvolOptions(RoundsOptions):
     variant: Literal["general", "code", "math"] = "general"
     operations: list[str] | None = None  # default: every operation of the variant
     same_threshold: float = 0.9  # ROUGE-L with the parent at or above which nothing was gained
-    temperature: float = 0.7
-    max_tokens: int = 384
-    response_max_tokens: int = 512
+    sampling: Sampling = Sampling(max_tokens=384)  # the rewriting call
+    response_sampling: Sampling = Sampling(max_tokens=512)  # answering the evolved instruction
     instruction_field: str = "instruction"
 
 
@@ -114,56 +112,56 @@ class EvolInstruct(Rounds[EvolOptions]):
     """Evolves each instruction once per round; emits survivors with their lineage."""
 
     Options: ClassVar[type[StepOptions]] = EvolOptions
-    uses_llm = True
 
-    def requires(self) -> set[str]:
-        return {self.options.instruction_field}
+    def requires(self) -> Requirements:
+        return {self.options.instruction_field: str}
 
     def provides(self) -> set[str]:
         return {"instruction", "response", "evolution", "round"}
 
+    def uses(self) -> list[Uses]:
+        return [Uses(self.options.backend)]
+
     async def start(self, pool: list[Record], ctx: StepContext) -> None:
         field = self.options.instruction_field
-        self.current = [{**r, "instruction": str(r[field]), "evolution": []} for r in pool]
+        self.current: list[Record] = []
+        for record in pool:
+            try:
+                text = text_field(record, field)
+            except RecordError as exc:
+                ctx.reject(record, exc.reason, exc.field)
+                continue
+            self.current.append({**record, "instruction": text, "evolution": []})
 
     def _operation(self, record: Record, index: int, ctx: StepContext) -> str:
         names = self.options.operations or list(OPERATIONS[self.options.variant])
-        return random.Random(ctx.seed_for(record, "op", index)).choice(names)
-
-    def _request(self, text: str, seed: int, max_tokens: int) -> Request:
-        return Request(messages=({"role": "user", "content": text},), seed=seed,
-                       temperature=self.options.temperature, max_tokens=max_tokens)
+        return ctx.rng(record, "op", index).choice(names)
 
     async def _evolve(self, record: Record, index: int, ctx: StepContext) -> Record | None:
+        o = self.options
         op = self._operation(record, index, ctx)
-        how = OPERATIONS[self.options.variant][op]
+        how = OPERATIONS[o.variant][op]
         parent = str(record["instruction"])
         ask = _BREADTH_HEAD.format(instruction=parent) if op == "breadth" else \
             _DEPTH_HEAD.format(how=how, instruction=parent)
         seed = ctx.seed_for(record, "evolve", index)
-        try:
-            evolved = (await ctx.complete(self._request(ask, seed, self.options.max_tokens)))[0]
-            text = evolved.text.strip()
-            answer = (await ctx.complete(self._request(text or "-", seed,
-                                                       self.options.response_max_tokens)))[0].text
-        except BackendError as exc:
-            ctx.fail(record, str(exc))
-            return None
-        assert ctx.llm is not None
-        child = derive([record], {**content(record), "instruction": text, "response": answer,
-                                  "evolution": [*record["evolution"], op], "round": index,
-                                  "parent_instruction": parent},
-                       step=ctx.label, index=index, backend=ctx.llm.backend.name,
-                       model=ctx.llm.backend.model, prompt_sha=prompt_sha(
-                           self._request(ask, seed, self.options.max_tokens)), seed=seed)
-        reason = eliminate(text, parent, answer, same_threshold=self.options.same_threshold)
+        evolved = await ctx.generate([{"role": "user", "content": ask}], o.sampling, seed=seed)
+        text = evolved.text.strip()
+        answer = await ctx.generate([{"role": "user", "content": text or "-"}],
+                                    o.response_sampling, seed=ctx.seed_for(record, "answer", index))
+        child = ctx.derive([record], {**content(record), "instruction": text,
+                                      "response": answer.text, "round": index,
+                                      "evolution": [*record["evolution"], op],
+                                      "parent_instruction": parent}, index, evolved, answer)
+        reason = eliminate(text, parent, answer.text, same_threshold=o.same_threshold)
         if reason:
             ctx.drop(child, reason, f"{op} in round {index}")
             return None
         return child
 
     async def round(self, index: int, ctx: StepContext) -> tuple[list[Record], bool]:
-        evolved = await asyncio.gather(*(self._evolve(r, index, ctx) for r in self.current))
+        evolved = await asyncio.gather(*(ctx.attempt(self._evolve(r, index, ctx), r)
+                                         for r in self.current))
         survivors = [e for e in evolved if e is not None]
         ctx.stats.notes[f"round {index} survivors"] = len(survivors)
         # a failed instruction stays in the pool for the next round

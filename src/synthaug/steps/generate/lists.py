@@ -6,15 +6,16 @@ list, one item picked at random), persona-to-persona expansion and rephrasing ex
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from synthaug import template
 from synthaug.errors import ParseError
-from synthaug.records import Record, content, meta
-from synthaug.steps.base import LLMOptions, LLMStep, Prompt, StepOptions
+from synthaug.records import Record, content
+from synthaug.steps.base import LLMOptions, LLMStep, Requirements, StepOptions
+from synthaug.steps.context import StepContext
+from synthaug.steps.llm import Prompt, Reply, Sampling
 
 _ITEM = re.compile(r"^\s*(?:[-*•]|\d{1,3}[.)]|\(\d{1,3}\))\s+(.+?)\s*$")
 
@@ -38,7 +39,7 @@ class ExpandOptions(LLMOptions):
     max_items: int | None = None
     pick: int | None = None  # keep this many items, chosen at random (seeded per record)
     keep_parent: bool = False  # also emit the input record itself (expansion keeps the source)
-    max_tokens: int = 512
+    sampling: Sampling = Sampling(max_tokens=512)
 
 
 class ExpandList(LLMStep[ExpandOptions]):
@@ -46,28 +47,24 @@ class ExpandList(LLMStep[ExpandOptions]):
 
     Options: ClassVar[type[StepOptions]] = ExpandOptions
 
-    def requires(self) -> set[str]:
-        return set(template.fields(self.options.template))
+    def requires(self) -> Requirements:
+        return template.requirements(self.options.template, self.options.system)
 
     def provides(self) -> set[str]:
         return {self.options.output_field, f"{self.options.output_field}_index"}
 
-    def prompt(self, record: Record) -> Prompt:
-        messages = [{"role": "user", "content": template.render(self.options.template, record)}]
-        if self.options.system:
-            messages.insert(0, {"role": "system",
-                                "content": template.render(self.options.system, record)})
-        return messages
+    def prompt(self, record: Record, ctx: StepContext) -> Prompt:
+        return template.messages(record, self.options.template, self.options.system)
 
-    def parse(self, record: Record, replies: list[str]) -> Iterable[Record]:
+    def parse(self, record: Record, reply: Reply, ctx: StepContext) -> Iterable[Record]:
         o = self.options
-        items = [i for reply in replies for i in parse_list(reply)]
+        items = [i for text in reply.texts for i in parse_list(text)]
         items = list(dict.fromkeys(items))[: o.max_items]
         if len(items) < o.min_items:
             raise ParseError(f"{len(items)} list items, fewer than {o.min_items}")
         indexed: list[tuple[int, Any]] = list(enumerate(items))
         if o.pick is not None:
-            rng = random.Random(f"{meta(record).get('id')}:{o.output_field}")
+            rng = ctx.rng(record, "pick", o.output_field)
             indexed = sorted(rng.sample(indexed, min(o.pick, len(indexed))))
         if o.keep_parent and o.output_field in record:
             yield {**content(record), f"{o.output_field}_index": -1}

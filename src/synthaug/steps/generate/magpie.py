@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from synthaug.backends.base import Request
-from synthaug.backends.cache import prompt_sha
-from synthaug.errors import BackendError, ConfigError
-from synthaug.records import Record, derive
+from synthaug.errors import ConfigError
+from synthaug.records import Record
 from synthaug.steps.base import Generator, StepOptions
 from synthaug.steps.context import StepContext
+from synthaug.steps.llm import Reply, Sampling, Uses
 
 SENTINEL = "\x00SYNTHAUG-SENTINEL\x00"
 
@@ -49,10 +48,11 @@ class MagpieOptions(StepOptions):
     backend: str = "default"
     count: int = 20
     turns: int = 1
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_instruction_tokens: int = 128
-    max_response_tokens: int = 384
+    sampling: Sampling = Sampling(temperature=1.0, max_tokens=128)  # writing the instruction
+    response_sampling: Sampling = Sampling(max_tokens=384)  # answering it
+
+
+Turns = list[dict[str, str]]
 
 
 class Magpie(Generator[MagpieOptions]):
@@ -60,65 +60,47 @@ class Magpie(Generator[MagpieOptions]):
     instructions are dropped with their reason."""
 
     Options: ClassVar[type[StepOptions]] = MagpieOptions
-    uses_llm = True
 
     def provides(self) -> set[str]:
         return {"instruction", "response", "messages"}
 
-    def _template(self, ctx: StepContext) -> str:
-        backend = ctx.client().backend
-        if not backend.raw_completion:
-            raise ConfigError(f"magpie needs raw completion; backend '{backend.name}' cannot "
-                              "do it", step=ctx.label, field="backend")
-        chat_template = backend.chat_template
-        if not chat_template:
-            raise ConfigError(f"magpie needs the model's chat template; backend "
-                              f"'{backend.name}' does not know it: set its chat_template option",
-                              step=ctx.label, field="chat_template")
-        return chat_template
+    def uses(self) -> list[Uses]:
+        return [Uses(self.options.backend, raw_completion=True, chat_template=True)]
 
     async def _conversation(self, index: int, chat_template: str,
-                            ctx: StepContext) -> tuple[list[dict[str, str]], dict[str, Any]]:
-        o, history = self.options, list[dict[str, str]]()
-        first: dict[str, Any] = {}
+                            ctx: StepContext) -> tuple[Turns, list[Reply]]:
+        o, history, calls = self.options, Turns(), list[Reply]()
         for turn in range(o.turns):
             prefix, end = pre_query(chat_template, history)
-            seed = ctx.seed_for(None, "magpie", index, turn)
-            ask = Request(prompt=prefix, seed=seed, temperature=o.temperature, top_p=o.top_p,
-                          max_tokens=o.max_instruction_tokens, stop=(end,) if end else ())
-            instruction = (await ctx.complete(ask))[0].text.strip()
+            sampling = o.sampling.model_copy(update={"stop": (end,) if end else ()})
+            asked = await ctx.generate(prefix, sampling, seed=ctx.seed_for(None, index, turn))
+            instruction = asked.text.strip()
             if not instruction:
                 break
             history.append({"role": "user", "content": instruction})
-            answer = Request(messages=tuple(history), seed=seed, temperature=0.7,
-                             max_tokens=o.max_response_tokens)
-            history.append({"role": "assistant",
-                            "content": (await ctx.complete(answer))[0].text.strip()})
-            first = first or {"prompt_sha": prompt_sha(ask), "seed": seed}
-        return history, first
+            answer = await ctx.generate(history, o.response_sampling,
+                                        seed=ctx.seed_for(None, index, turn, "answer"))
+            history.append({"role": "assistant", "content": answer.text.strip()})
+            calls += [asked, answer]
+        return history, calls
 
     async def generate(self, pool: list[Record], ctx: StepContext) -> AsyncIterator[Record]:
-        chat_template = self._template(ctx)
+        chat_template = ctx.chat_template()
+        if not chat_template:  # checked before the run; a backend may still lose it
+            raise ConfigError("magpie needs the model's chat template", step=ctx.label,
+                              field="chat_template")
         seen: set[str] = set()
-        backend = ctx.client().backend
-
-        async def one(index: int) -> tuple[int, list[dict[str, str]], dict[str, Any]] | None:
-            try:
-                history, first = await self._conversation(index, chat_template, ctx)
-            except BackendError as exc:
-                ctx.fail({"_meta": {"id": f"magpie-{index}"}}, str(exc))
-                return None
-            return index, history, first
-
-        for done in await asyncio.gather(*map(one, range(self.options.count))):
-            if done is None:
+        done = await asyncio.gather(*(
+            ctx.attempt(self._conversation(i, chat_template, ctx), {"conversation": i})
+            for i in range(self.options.count)))
+        for index, made in enumerate(done):
+            if made is None:
                 continue
-            index, history, first = done
-            record = derive([], {"instruction": history[0]["content"] if history else "",
-                                 "response": history[1]["content"] if len(history) > 1 else "",
-                                 "messages": history},
-                            step=ctx.label, index=index, backend=backend.name,
-                            model=backend.model, **first)
+            history, calls = made
+            record = ctx.derive([], {
+                "instruction": history[0]["content"] if history else "",
+                "response": history[1]["content"] if len(history) > 1 else "",
+                "messages": history}, index, *calls)
             key = " ".join(record["instruction"].lower().split())
             if not key:
                 ctx.drop(record, "empty instruction")

@@ -1,12 +1,12 @@
 """CPU steps that shape what a model is asked: few-shot examples from a pool, combinations of
 attributes (topic x audience x style; TinyStories words and features), system-message pools
-(Orca). All random choices are seeded by the record id, so reruns are identical."""
+(Orca). Every random choice comes from the context's RNG: `--seed` changes it, a rerun repeats
+it."""
 
 from __future__ import annotations
 
 import itertools
 import json
-import random
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -14,23 +14,36 @@ from typing import Any, ClassVar
 import yaml
 
 from synthaug import template
+from synthaug.errors import ConfigError, RecordError, SynthaugError
 from synthaug.io import data_file
-from synthaug.records import Record, content, meta, source_record
+from synthaug.records import Record, content
 from synthaug.steps.base import Generator, Map, StepOptions
 from synthaug.steps.context import StepContext
 
 
 def load_data(name: str) -> Any:
     """A JSONL (list), JSON or YAML file: a path, or a file shipped in synthaug/data."""
-    path = Path(name) if Path(name).is_file() else data_file(name)
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    try:
+        path = Path(name) if Path(name).is_file() else data_file(name)
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".jsonl":
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except SynthaugError:
+        raise
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read data file: {exc}", file=name) from None
 
 
-def _rng(record: Record, salt: str) -> random.Random:
-    return random.Random(f"{meta(record).get('id')}:{salt}")
+def render_all(form: str, items: Any, source: str) -> list[str]:
+    """Each item of a data file rendered with `form`; a bad item fails naming the file."""
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise ConfigError("expected a list of objects", file=source)
+    try:
+        return [template.render(form, item) for item in items]
+    except RecordError as exc:
+        raise ConfigError(f"an item cannot fill the format: {exc.reason}", file=source,
+                          field=exc.field) from None
 
 
 class FewShotOptions(StepOptions):
@@ -50,15 +63,17 @@ class FewShot(Map[FewShotOptions]):
 
     def __init__(self, options: StepOptions | None = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
-        self.pool: list[dict[str, Any]] = load_data(self.options.pool)
+        self.shots = render_all(self.options.format, load_data(self.options.pool),
+                                self.options.pool)
 
     def provides(self) -> set[str]:
         return {self.options.output_field, f"{self.options.output_field}_ids"}
 
-    def apply(self, record: Record) -> Iterable[Record]:
+    def apply(self, record: Record, ctx: StepContext) -> Iterable[Record]:
         o = self.options
-        chosen = _rng(record, "few-shot").sample(range(len(self.pool)), min(o.k, len(self.pool)))
-        shots = [template.render(o.format, self.pool[i]) for i in chosen]
+        size = len(self.shots)
+        chosen = ctx.rng(record, "few-shot").sample(range(size), min(o.k, size))
+        shots = [self.shots[i] for i in chosen]
         yield {**content(record), o.output_field: o.separator.join(shots),
                f"{o.output_field}_ids": chosen}
 
@@ -68,7 +83,8 @@ class CombinationsOptions(StepOptions):
 
     axes: dict[str, list[str]] | None = None
     axes_file: str | None = None  # YAML/JSON with {axis: [values]}
-    subsets: dict[str, list[int]] = {}  # axis -> [min, max] values drawn together
+    # axis -> [min, max] values drawn together: a list, and `{axis}_text` ("a, b" or "none")
+    subsets: dict[str, list[int]] = {}
     count: int = 20
     unique: bool = True
 
@@ -79,7 +95,7 @@ class Combinations(Generator[CombinationsOptions]):
     Options: ClassVar[type[StepOptions]] = CombinationsOptions
 
     def provides(self) -> set[str]:
-        return set(self._axes())
+        return set(self._axes()) | {f"{axis}_text" for axis in self.options.subsets}
 
     def _axes(self) -> dict[str, list[str]]:
         o = self.options
@@ -90,7 +106,7 @@ class Combinations(Generator[CombinationsOptions]):
 
     async def generate(self, pool: list[Record], ctx: StepContext) -> AsyncIterator[Record]:
         o = self.options
-        axes, rng = self._axes(), random.Random(ctx.seed_for(None, "combos"))
+        axes, rng = self._axes(), ctx.rng(None, "combos")
         seen: set[str] = set()
         for index in itertools.count():
             if len(seen) >= o.count or index > 50 * o.count:
@@ -100,13 +116,14 @@ class Combinations(Generator[CombinationsOptions]):
                 if axis in o.subsets:
                     low, high = o.subsets[axis]
                     combo[axis] = sorted(rng.sample(values, rng.randint(low, high)))
+                    combo[f"{axis}_text"] = ", ".join(combo[axis]) or "none"
                 else:
                     combo[axis] = rng.choice(values)
             key = json.dumps(combo, sort_keys=True)
             if o.unique and key in seen:
                 continue
             seen.add(key)
-            yield source_record(combo, source=ctx.label, index=len(seen) - 1, recipe=ctx.recipe)
+            yield ctx.derive([], combo, len(seen) - 1)
 
 
 class SystemPoolOptions(StepOptions):
@@ -128,9 +145,9 @@ class SystemMessages(Map[SystemPoolOptions]):
     def provides(self) -> set[str]:
         return {"strategy", "system_message"}
 
-    def apply(self, record: Record) -> Iterable[Record]:
+    def apply(self, record: Record, ctx: StepContext) -> Iterable[Record]:
         chosen = self.pool if self.options.mode == "all" else [
-            _rng(record, "system").choice(self.pool)]
+            ctx.rng(record, "system").choice(self.pool)]
         for entry in chosen:
             yield {**content(record), "strategy": entry["strategy"],
                    "system_message": entry["system"]}
@@ -152,5 +169,4 @@ class Repeat(Generator[RepeatOptions]):
 
     async def generate(self, pool: list[Record], ctx: StepContext) -> AsyncIterator[Record]:
         for index in range(self.options.count):
-            yield source_record({"slot": index}, source=ctx.label, index=index,
-                                recipe=ctx.recipe)
+            yield ctx.derive([], {"slot": index}, index)

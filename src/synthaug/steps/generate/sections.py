@@ -9,11 +9,11 @@ from collections.abc import Iterable
 from typing import ClassVar, Literal
 
 from synthaug import template
-from synthaug.backends.base import Request
 from synthaug.errors import ParseError
 from synthaug.records import Record, content
-from synthaug.steps.base import LLMOptions, LLMStep, Prompt, StepOptions
+from synthaug.steps.base import LLMOptions, LLMStep, Requirements, StepOptions
 from synthaug.steps.context import StepContext
+from synthaug.steps.llm import Prompt, Reply, Sampling
 
 
 def _label(name: str) -> str:
@@ -42,7 +42,7 @@ class SectionsOptions(LLMOptions):
     system: str | None = None
     sections: list[str]
     required: list[str] | None = None  # default: every section
-    max_tokens: int = 512
+    sampling: Sampling = Sampling(max_tokens=512)
     # single: one reply with every section; per_section: one request per section, each seeing
     # the sections written so far (for small models that cannot keep a multi-part format)
     mode: Literal["single", "per_section"] = "single"
@@ -53,42 +53,39 @@ class Sections(LLMStep[SectionsOptions]):
 
     Options: ClassVar[type[StepOptions]] = SectionsOptions
 
-    def requires(self) -> set[str]:
-        return set(template.fields(self.options.template)) | set(
-            template.fields(self.options.system or ""))
+    def requires(self) -> Requirements:
+        return template.requirements(self.options.template, self.options.system)
 
     def provides(self) -> set[str]:
         return set(self.options.sections)
 
-    def prompt(self, record: Record) -> Prompt:
+    def prompt(self, record: Record, ctx: StepContext) -> Prompt:
         headers = "\n".join(f"{_label(n)}: ..." for n in self.options.sections)
-        text = (template.render(self.options.template, record)
-                + f"\n\nWrite your answer in exactly this format:\n{headers}")
-        messages = [{"role": "user", "content": text}]
-        if self.options.system:
-            messages.insert(0, {"role": "system",
-                                "content": template.render(self.options.system, record)})
+        messages = template.messages(record, self.options.template, self.options.system)
+        messages[-1]["content"] += f"\n\nWrite your answer in exactly this format:\n{headers}"
         return messages
 
-    async def replies(self, record: Record, request: Request, ctx: StepContext) -> list[str]:
+    async def ask(self, record: Record, ctx: StepContext) -> Reply:
         if self.options.mode == "single":
-            return await super().replies(record, request, ctx)
+            return await super().ask(record, ctx)
         task = template.render(self.options.template, record)
-        written: list[str] = []
-        for name in self.options.sections:
-            done = "".join(f"{_label(n)}:\n{t}\n\n" for n, t in zip(
-                self.options.sections, written, strict=False))
+        names, parts = self.options.sections, list[Reply]()
+        for i, name in enumerate(names):
+            done = "".join(f"{_label(n)}:\n{p.text.strip()}\n\n"
+                           for n, p in zip(names, parts, strict=False))
             ask = f"{task}\n\n{done}Write only the {_label(name).lower()} now, without a heading."
-            text = await self.ask([{"role": "user", "content": ask}], request.seed or 0, ctx)
-            written.append(text.strip())
-        return ["\n".join(f"{_label(n)}: {t}" for n, t in zip(self.options.sections, written,
-                                                                strict=True))]
+            parts.append(await ctx.generate([{"role": "user", "content": ask}],
+                                            self.options.sampling,
+                                            seed=ctx.seed_for(record, "section", i)))
+        text = "\n".join(f"{_label(n)}: {p.text.strip()}" for n, p in zip(names, parts,
+                                                                             strict=True))
+        return Reply.combine(text, parts)
 
-    def parse(self, record: Record, replies: list[str]) -> Iterable[Record]:
+    def parse(self, record: Record, reply: Reply, ctx: StepContext) -> Iterable[Record]:
         o = self.options
         required = o.required if o.required is not None else o.sections
-        for reply in replies:
-            found = parse_sections(reply, self.options.sections)
+        for text in reply.texts:
+            found = parse_sections(text, self.options.sections)
             missing = [n for n in required if not found.get(n)]
             if missing:
                 raise ParseError(f"reply lacks section(s) {missing}")

@@ -9,29 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import re
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from synthaug.backends.base import Completion
-from synthaug.backends.cache import prompt_sha
-from synthaug.errors import BackendError, ParseError
-from synthaug.records import Record, content, derive, source_record
+from synthaug.errors import ConfigError, ParseError
+from synthaug.records import Record, content, source_record
 from synthaug.steps.base import (
     Global,
     LLMOptions,
     LLMStep,
-    Prompt,
+    Requirements,
     Rounds,
     RoundsOptions,
     StepOptions,
-    make_request,
 )
 from synthaug.steps.context import StepContext
 from synthaug.steps.generate.similarity import RougePool
+from synthaug.steps.llm import Prompt, Reply, Sampling, Uses
 
 NOT_TEXT = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files",
             "map", "maps", "draw", "plot", "go to", "video", "audio", "music", "flowchart",
@@ -41,12 +38,21 @@ _TASK_MARK = re.compile(r"(?:^|\n)\s*(?:Task\s*\d+\s*[:.)]|\d{1,2}\s*[.)])\s*", 
 
 def load_seed_tasks(path: str | None = None) -> list[dict[str, Any]]:
     """Seed tasks (instruction, instances, is_classification) from JSONL; built-in by default."""
-    if path:
-        text = Path(path).read_text(encoding="utf-8")
-    else:
-        text = resources.files("synthaug.data").joinpath(
-            "self_instruct_seeds.jsonl").read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    try:
+        if path:
+            text = Path(path).read_text(encoding="utf-8")
+        else:
+            text = resources.files("synthaug.data").joinpath(
+                "self_instruct_seeds.jsonl").read_text(encoding="utf-8")
+        tasks = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read seed tasks: {exc}", file=path,
+                          field="seed_tasks") from None
+    for number, task in enumerate(tasks, start=1):
+        if not isinstance(task, dict) or not isinstance(task.get("instruction"), str):
+            raise ConfigError(f"line {number}: a seed task needs a string 'instruction'",
+                              file=path, field="seed_tasks")
+    return tasks
 
 
 def split_tasks(reply: str, truncated: bool) -> list[str]:
@@ -91,25 +97,28 @@ class InstructionOptions(RoundsOptions):
     max_words: int = 150
     seed_tasks: str | None = None
     mode: Literal["completion", "chat"] = "completion"
-    temperature: float = 0.7
-    top_p: float = 0.5
-    max_tokens: int = 256
+    sampling: Sampling = Sampling(temperature=0.7, top_p=0.5, stop=("\n\n\n",))
 
 
 class SelfInstructInstructions(Rounds[InstructionOptions]):
     """New instructions from a growing pool; near-copies and non-text tasks are dropped."""
 
     Options: ClassVar[type[StepOptions]] = InstructionOptions
-    uses_llm = True
+
+    def __init__(self, options: StepOptions | None = None, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
+        self.seeds = load_seed_tasks(self.options.seed_tasks)  # a bad file fails up front
 
     def provides(self) -> set[str]:
         return {"instruction", "round"}
 
+    def uses(self) -> list[Uses]:
+        return [Uses(self.options.backend, raw_completion=self.options.mode == "completion")]
+
     async def start(self, pool: list[Record], ctx: StepContext) -> None:
-        given = [r for r in pool if r.get("instruction")]
+        given = [r for r in pool if isinstance(r.get("instruction"), str) and r["instruction"]]
         tasks = given or [source_record(t, source="self-instruct-seeds", index=i,
-                                        recipe=ctx.recipe)
-                          for i, t in enumerate(load_seed_tasks(self.options.seed_tasks))]
+                                        recipe=ctx.recipe) for i, t in enumerate(self.seeds)]
         self.human: list[Record] = tasks
         self.machine: list[Record] = []
         self.pool = RougePool([str(t["instruction"]) for t in tasks])
@@ -126,7 +135,7 @@ class SelfInstructInstructions(Rounds[InstructionOptions]):
         return text
 
     def _examples(self, index: int, j: int, ctx: StepContext) -> list[Record]:
-        rng = random.Random(ctx.seed_for(None, index, j))
+        rng = ctx.rng(None, "examples", index, j)
         total = self.options.human_examples + self.options.machine_examples
         machines = rng.sample(self.machine, min(self.options.machine_examples, len(self.machine)))
         humans = rng.sample(self.human, min(total - len(machines), len(self.human)))
@@ -134,33 +143,20 @@ class SelfInstructInstructions(Rounds[InstructionOptions]):
         rng.shuffle(examples)
         return examples
 
-    async def _ask(self, prompt: Prompt, seed: int, ctx: StepContext) -> Completion | None:
-        o = self.options
-        request = make_request(prompt, seed=seed, temperature=o.temperature, top_p=o.top_p,
-                               max_tokens=o.max_tokens, stop=["\n\n\n"])
-        try:
-            return (await ctx.complete(request))[0]
-        except BackendError as exc:
-            ctx.fail({"prompt": prompt, "_meta": {"id": f"prompt-{seed}"}}, str(exc))
-            return None
-
     async def round(self, index: int, ctx: StepContext) -> tuple[list[Record], bool]:
         batches = [self._examples(index, j, ctx) for j in range(self.options.prompts_per_round)]
-        prompts = [self.build_prompt(b) for b in batches]
-        seeds = [ctx.seed_for(None, "ask", index, j) for j in range(len(prompts))]
-        replies = await asyncio.gather(*(self._ask(p, s, ctx) for p, s in zip(prompts, seeds,
-                                                                              strict=True)))
-        assert ctx.llm is not None
+        replies = await asyncio.gather(*(
+            ctx.attempt(ctx.generate(self.build_prompt(batch), self.options.sampling,
+                                     seed=ctx.seed_for(None, "ask", index, j)),
+                        {"round": index, "prompt": j})
+            for j, batch in enumerate(batches)))
         accepted: list[Record] = []
         for j, reply in enumerate(replies):
             if reply is None:
                 continue
-            sha = prompt_sha(make_request(prompts[j], seed=seeds[j]))
-            for k, text in enumerate(split_tasks(reply.text, reply.finish_reason == "length")):
-                record = derive(batches[j], {"instruction": text, "round": index},
-                                step=ctx.label, index=f"{index}.{j}.{k}",
-                                backend=ctx.llm.backend.name, model=ctx.llm.backend.model,
-                                prompt_sha=sha, seed=seeds[j])
+            for k, text in enumerate(split_tasks(reply.text, reply.truncated)):
+                record = ctx.derive(batches[j], {"instruction": text, "round": index},
+                                    f"{index}.{j}.{k}", reply)
                 if self._accept(record, ctx):
                     accepted.append(record)
                     if len(self.machine) >= self.options.target:
@@ -191,8 +187,7 @@ _CLASSIFY_HEAD = ("Decide whether each task is a classification task: its answer
 class ClassifyOptions(LLMOptions):
     """Options of self-instruct-classify."""
 
-    temperature: float = 0.0
-    max_tokens: int = 3
+    sampling: Sampling = Sampling(temperature=0.0, max_tokens=3)
     examples: int = 12
     seed_tasks: str | None = None
 
@@ -201,6 +196,7 @@ class SelfInstructClassify(LLMStep[ClassifyOptions]):
     """Asks whether each instruction is a classification task (few-shot yes/no)."""
 
     Options: ClassVar[type[StepOptions]] = ClassifyOptions
+    raw = True
 
     def __init__(self, options: StepOptions | None = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
@@ -213,17 +209,17 @@ class SelfInstructClassify(LLMStep[ClassifyOptions]):
             f"Task: {t['instruction']}\nClassification: "
             f"{'Yes' if t['is_classification'] else 'No'}\n\n" for t in mixed)
 
-    def requires(self) -> set[str]:
-        return {"instruction"}
+    def requires(self) -> Requirements:
+        return {"instruction": str}
 
     def provides(self) -> set[str]:
         return {"is_classification"}
 
-    def prompt(self, record: Record) -> Prompt:
+    def prompt(self, record: Record, ctx: StepContext) -> Prompt:
         return f"{_CLASSIFY_HEAD}{self.shots}Task: {record['instruction']}\nClassification:"
 
-    def parse(self, record: Record, replies: list[str]) -> Iterable[Record]:
-        answer = replies[0].strip().lower()
+    def parse(self, record: Record, reply: Reply, ctx: StepContext) -> Iterable[Record]:
+        answer = reply.text.strip().lower()
         yield {**content(record), "is_classification": answer.startswith("yes")}
 
 
@@ -280,9 +276,7 @@ def parse_output_first(reply: str) -> list[tuple[str, str]]:
 class InstancesOptions(LLMOptions):
     """Options of self-instruct-instances."""
 
-    temperature: float = 0.0
-    max_tokens: int = 200
-    stop: list[str] = ["\nTask:", "\n\n\n"]
+    sampling: Sampling = Sampling(temperature=0.0, max_tokens=200, stop=("\nTask:", "\n\n\n"))
     examples: int = 3
     seed_tasks: str | None = None
 
@@ -291,6 +285,7 @@ class SelfInstructInstances(LLMStep[InstancesOptions]):
     """Instances for each instruction: output-first for classification, input-first otherwise."""
 
     Options: ClassVar[type[StepOptions]] = InstancesOptions
+    raw = True
 
     def __init__(self, options: StepOptions | None = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
@@ -298,14 +293,14 @@ class SelfInstructInstances(LLMStep[InstancesOptions]):
         self.clf_tasks = [t for t in tasks if t["is_classification"]]
         self.gen_tasks = [t for t in tasks if not t["is_classification"]]
 
-    def requires(self) -> set[str]:
-        return {"instruction"}
+    def requires(self) -> Requirements:
+        return {"instruction": str}
 
     def provides(self) -> set[str]:
         return {"input", "output", "method"}
 
-    def prompt(self, record: Record) -> Prompt:
-        rng = random.Random(str(record.get("_meta", {}).get("id", record["instruction"])))
+    def prompt(self, record: Record, ctx: StepContext) -> Prompt:
+        rng = ctx.rng(record, "shots")
         if record.get("is_classification"):
             shots = rng.sample(self.clf_tasks, min(self.options.examples, len(self.clf_tasks)))
             return (_OUTPUT_FIRST + "".join(map(_shot_output_first, shots))
@@ -314,9 +309,9 @@ class SelfInstructInstances(LLMStep[InstancesOptions]):
         return (_INPUT_FIRST + "".join(map(_shot_input_first, shots))
                 + f"Task: {record['instruction']}\nExample 1\n")
 
-    def parse(self, record: Record, replies: list[str]) -> Iterable[Record]:
+    def parse(self, record: Record, reply: Reply, ctx: StepContext) -> Iterable[Record]:
         clf = bool(record.get("is_classification"))
-        pairs = parse_output_first(replies[0]) if clf else parse_input_first(replies[0])
+        pairs = parse_output_first(reply.text) if clf else parse_input_first(reply.text)
         if not pairs:
             raise ParseError("no instance found in the reply")
         method = "output-first" if clf else "input-first"
@@ -332,8 +327,8 @@ class InstanceFilter(Global[StepOptions]):
         super().__init__(options, **kwargs)
         self._seen: set[tuple[str, str, str]] = set()
 
-    def requires(self) -> set[str]:
-        return {"instruction", "input", "output"}
+    def requires(self) -> Requirements:
+        return {"instruction": str, "input": str, "output": str}
 
     def observe(self, record: Record, ctx: StepContext) -> Iterable[Record]:
         instruction, given, output = (" ".join(str(record[k]).split()).lower()

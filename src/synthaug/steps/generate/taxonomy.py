@@ -11,15 +11,14 @@ tail is covered as often as the head; per-leaf counts go to the manifest.
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 from synthaug.errors import ConfigError
-from synthaug.records import Record, source_record
+from synthaug.records import Record
 from synthaug.steps.base import Generator, StepOptions
 from synthaug.steps.context import StepContext
-from synthaug.steps.generate.sampling import load_data
+from synthaug.steps.generate.sampling import load_data, render_all
 
 
 def leaves(node: dict[str, Any], path: tuple[str, ...] = ()) -> list[dict[str, Any]]:
@@ -50,12 +49,10 @@ class TaxonomySample(Generator[TaxonomyOptions]):
         return {"leaf", "path", "leaf_type", "seed_examples"}
 
     async def generate(self, pool: list[Record], ctx: StepContext) -> AsyncIterator[Record]:
-        from synthaug import template
-
         o = self.options
         tree = load_data(o.taxonomy)
         all_leaves = leaves(tree)
-        rng = random.Random(ctx.seed_for(None, "taxonomy"))
+        rng = ctx.rng(None, "taxonomy")
         order: list[dict[str, Any]] = []
         while len(order) < o.count:
             batch = list(all_leaves)
@@ -63,8 +60,7 @@ class TaxonomySample(Generator[TaxonomyOptions]):
             order += batch
         for index, leaf in enumerate(order[: o.count]):
             ctx.stats.notes[f"leaf:{leaf['path']}"] += 1
-            seeds = "\n\n".join(template.render(o.seed_format, s) for s in leaf["seeds"])
-            yield source_record({"leaf": leaf["name"], "path": leaf["path"],
-                                 "leaf_type": leaf.get("type", "knowledge"),
-                                 "seed_examples": seeds},
-                                source=ctx.label, index=index, recipe=ctx.recipe)
+            seeds = "\n\n".join(render_all(o.seed_format, leaf["seeds"], o.taxonomy))
+            yield ctx.derive([], {"leaf": leaf["name"], "path": leaf["path"],
+                                  "leaf_type": leaf.get("type", "knowledge"),
+                                  "seed_examples": seeds}, index)

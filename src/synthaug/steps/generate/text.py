@@ -7,7 +7,9 @@ from typing import ClassVar
 
 from synthaug import template
 from synthaug.records import Record, content
-from synthaug.steps.base import LLMOptions, LLMStep, Prompt, StepOptions
+from synthaug.steps.base import LLMOptions, LLMStep, Requirements, StepOptions
+from synthaug.steps.context import StepContext
+from synthaug.steps.llm import Prompt, Reply, Uses
 
 
 class TextGenerationOptions(LLMOptions):
@@ -24,23 +26,20 @@ class TextGeneration(LLMStep[TextGenerationOptions]):
 
     Options: ClassVar[type[StepOptions]] = TextGenerationOptions
 
-    def requires(self) -> set[str]:
-        fields = set(template.fields(self.options.template))
-        return fields | set(template.fields(self.options.system or ""))
+    def requires(self) -> Requirements:
+        return template.requirements(self.options.template, self.options.system)
 
     def provides(self) -> set[str]:
         return {self.options.output_field}
 
-    def prompt(self, record: Record) -> Prompt:
-        text = template.render(self.options.template, record)
-        if self.options.raw:
-            return text
-        messages = [{"role": "user", "content": text}]
-        if self.options.system:
-            system = template.render(self.options.system, record)
-            messages.insert(0, {"role": "system", "content": system})
-        return messages
+    def uses(self) -> list[Uses]:
+        return [Uses(self.options.backend, raw_completion=self.options.raw)]
 
-    def parse(self, record: Record, replies: list[str]) -> Iterable[Record]:
-        for reply in replies:
-            yield {**content(record), self.options.output_field: reply}
+    def prompt(self, record: Record, ctx: StepContext) -> Prompt:
+        if self.options.raw:
+            return template.render(self.options.template, record)
+        return template.messages(record, self.options.template, self.options.system)
+
+    def parse(self, record: Record, reply: Reply, ctx: StepContext) -> Iterable[Record]:
+        for text in reply.texts:
+            yield {**content(record), self.options.output_field: text}

@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import ClassVar, Literal
 
-from synthaug.backends.base import Request
 from synthaug.errors import ParseError
 from synthaug.records import Record, content, meta
-from synthaug.steps.base import LLMOptions, LLMStep, Prompt, StepOptions
+from synthaug.steps.base import LLMOptions, LLMStep, Requirements, StepOptions
 from synthaug.steps.context import StepContext
 from synthaug.steps.generate.sections import parse_sections
+from synthaug.steps.llm import Prompt, Reply, Sampling
+from synthaug.template import text_field
 
 
 class TranslateOptions(LLMOptions):
@@ -19,8 +20,7 @@ class TranslateOptions(LLMOptions):
 
     fields: list[str] = ["instruction", "input", "output"]
     language: str = "French"
-    temperature: float = 0.0
-    max_tokens: int = 768
+    sampling: Sampling = Sampling(temperature=0.0, max_tokens=768)
     mode: Literal["together", "per_field"] = "together"  # per_field: one request per field
 
 
@@ -29,36 +29,44 @@ class Translate(LLMStep[TranslateOptions]):
 
     Options: ClassVar[type[StepOptions]] = TranslateOptions
 
-    def requires(self) -> set[str]:
-        return {self.options.fields[0]}
+    def requires(self) -> Requirements:
+        return {self.options.fields[0]: str}
 
     def provides(self) -> set[str]:
         return {"language", "source", "source_id"}
 
     def _present(self, record: Record) -> list[str]:
-        return [f for f in self.options.fields if str(record.get(f) or "").strip()]
+        present = [f for f in self.options.fields if record.get(f) not in (None, "")]
+        for name in present:
+            text_field(record, name)  # a number or list is not translated as text
+        return [f for f in present if record[f].strip()]
 
-    def prompt(self, record: Record) -> Prompt:
+    def prompt(self, record: Record, ctx: StepContext) -> Prompt:
         blocks = "\n\n".join(f"{f.title()}:\n{record[f]}" for f in self._present(record))
         return [{"role": "user", "content":
                  f"Translate each part below into {self.options.language}. Keep the part labels "
                  f"({', '.join(f.title() + ':' for f in self._present(record))}) in English "
                  f"and translate only the text after them.\n\n{blocks}"}]
 
-    async def replies(self, record: Record, request: Request, ctx: StepContext) -> list[str]:
+    async def ask(self, record: Record, ctx: StepContext) -> Reply:
         if self.options.mode == "together":
-            return await super().replies(record, request, ctx)
-        parts = []
-        for field in self._present(record):
+            return await super().ask(record, ctx)
+        present, parts = self._present(record), list[Reply]()
+        for field in present:
             ask = (f"Translate into {self.options.language}. Reply with the translation only."
                    f"\n\n{record[field]}")
-            text = await self.ask([{"role": "user", "content": ask}], request.seed or 0, ctx)
-            parts.append(f"{field.title()}:\n{text.strip()}")
-        return ["\n\n".join(parts)]
+            parts.append(await ctx.generate([{"role": "user", "content": ask}],
+                                            self.options.sampling,
+                                            seed=ctx.seed_for(record, "field", field)))
+        if not parts:
+            raise ParseError("no field to translate")
+        text = "\n\n".join(f"{f.title()}:\n{p.text.strip()}" for f, p in zip(present, parts,
+                                                                               strict=True))
+        return Reply.combine(text, parts)
 
-    def parse(self, record: Record, replies: list[str]) -> Iterable[Record]:
+    def parse(self, record: Record, reply: Reply, ctx: StepContext) -> Iterable[Record]:
         present = self._present(record)
-        found = parse_sections(replies[0], present)
+        found = parse_sections(reply.text, present)
         missing = [f for f in present if not found.get(f)]
         if missing:
             raise ParseError(f"translation lacks {missing}")

@@ -72,7 +72,8 @@ def test_a_changed_config_does_not_mix_into_old_output(server: FakeOpenAIServer,
             "--base-url", server.url]
     assert runner.invoke(app, args).exit_code == 0
     changed = runner.invoke(app, [*args, "--seed", "7"])
-    assert changed.exit_code == 2 and "different configuration" in changed.output
+    assert changed.exit_code == 2, changed.output
+    assert "different run: seed 0 -> 7" in changed.output and "--overwrite" in changed.output
     assert runner.invoke(app, [*args, "--seed", "7", "--overwrite"]).exit_code == 0
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["config"]["seed"] == 7

@@ -43,7 +43,9 @@ def test_only_parse_changed_replays_the_cache(server: FakeOpenAIServer, tmp_path
     pipeline.steps[0][1].options.output_field = "answer"  # type: ignore[attr-defined]
     state = run(pipeline, tmp_path / "b", data, cache_path=tmp_path / "c.sqlite")
     assert len(server.calls) == 5 and state.clients["default"].calls == 0
-    assert all("answer" in r for r in read_jsonl(tmp_path / "b" / "records.jsonl"))
+    replayed = read_jsonl(tmp_path / "b" / "records.jsonl")
+    assert len(replayed) == 5
+    assert sorted(r["answer"] for r in replayed) == [f"echo: task {i}" for i in range(5)]
 
 
 def test_server_errors_are_retried(server: FakeOpenAIServer, tmp_path: Path) -> None:
@@ -168,10 +170,11 @@ def test_structured_output_is_validated_and_retried(server: FakeOpenAIServer,
 
     from pydantic import BaseModel
 
-    from synthaug import LLMStep, Pipeline, Record
+    import synthaug
+    from synthaug import LLMStep, Pipeline, Record, StepContext
     from synthaug.pipeline import BackendSpec
     from synthaug.records import content
-    from synthaug.steps.base import Prompt
+    from synthaug.steps.llm import Prompt
 
     class Person(BaseModel):
         name: str
@@ -180,11 +183,15 @@ def test_structured_output_is_validated_and_retried(server: FakeOpenAIServer,
     class Extract(LLMStep):
         schema = Person
 
-        def prompt(self, record: Record) -> Prompt:
+        def requires(self) -> set[str]:
+            return {"text"}
+
+        def prompt(self, record: Record, ctx: StepContext) -> Prompt:
             return [{"role": "user", "content": str(record["text"])}]
 
-        def parse(self, record: Record, replies: list[str]) -> Iterable[Record]:
-            yield {**content(record), **json.loads(replies[0])}
+        def parse(self, record: Record, reply: synthaug.Reply,
+                  ctx: StepContext) -> Iterable[Record]:
+            yield {**content(record), **json.loads(reply.text)}
 
     server.enqueue(Reply(text='{"name": "Ann", "ag', finish_reason="length"),
                    Reply(text='{"name": "Ann", "age": "old"}'),

@@ -68,8 +68,10 @@ def _recipe(tmp_path: Path, body: str) -> Path:
     ("name: x\nsteps:\n  - use: text-generation\n    name: gen\n    with: {temprature: 0.1}\n",
      "gen", "temprature", "unknown option"),
     ("name: x\nsteps:\n  - use: no-such-step\n", "0-no-such-step", "use", "unknown step"),
-    ("name: x\nsteps:\n  - use: text-generation\n    with: {max_tokens: lots}\n",
-     "0-text-generation", "max_tokens", "integer"),
+    ("name: x\nsteps:\n  - use: text-generation\n    with: {sampling: {max_tokens: lots}}\n",
+     "0-text-generation", "sampling.max_tokens", "integer"),
+    ("name: x\nsteps:\n  - use: text-generation\n    with: {max_tokens: 5}\n",
+     "0-text-generation", "max_tokens", "sampling options go under 'sampling:'"),
     ("name: x\nstepz: []\n", None, "stepz", "unknown option"),
 ])
 def test_recipe_errors_name_file_step_and_field(tmp_path: Path, body: str, step: str | None,
@@ -85,10 +87,23 @@ def test_unknown_backend_option_and_role_fail_up_front(tmp_path: Path) -> None:
     path = _recipe(tmp_path, "name: x\nbackends:\n  default: {use: openai, with: {bse_url: u}}\n"
                    "steps:\n  - use: text-generation\n    with: {backend: judge}\n")
     pipeline = Pipeline.from_recipe(load_recipe(path), str(path))
-    with pytest.raises(ConfigError, match="unknown backend 'judge'"):
+    with pytest.raises(ConfigError, match="unknown backend role 'judge'"):
         pipeline.check(None)
     pipeline.steps[0][1].options.backend = "default"  # type: ignore[attr-defined]
     data = write_jsonl(tmp_path / "in.jsonl", [{"instruction": "x"}])
     with pytest.raises(ConfigError) as info:
         run(pipeline, tmp_path / "o", data)
     assert info.value.field == "bse_url" and info.value.step == "backend default"
+
+
+def test_io_helpers_raise_config_errors_not_python_ones(tmp_path: Path) -> None:
+    from synthaug.io import data_file, export, load_jsonl
+
+    with pytest.raises(ConfigError, match=r"no file 'nope\.jsonl'"):
+        data_file("nope.jsonl")
+    records = write_jsonl(tmp_path / "records.jsonl", [{"a": 1}])
+    with pytest.raises(ConfigError, match="unknown output format 'xml'") as info:
+        export(records, "xml")
+    assert info.value.field == "format"
+    with pytest.raises(ConfigError, match="file not found"):
+        load_jsonl(tmp_path / "none.jsonl")

@@ -215,3 +215,30 @@ def test_a_non_string_template_value_is_rejected_not_sent(tmp_path: Path) -> Non
     rejects = read_jsonl(tmp_path / "out" / "rejects.jsonl")
     assert len(rejects) == 5 and {r["field"] for r in rejects} == {"instruction"}
     assert any("must be a string, got int" in r["reason"] for r in rejects)
+
+
+def test_tuning_options_are_not_part_of_the_run_identity() -> None:
+    from synthaug.steps.curate.dedup import MinHashDedup
+
+    script = Script()
+    built = {"default": script.spec()}
+    from synthaug.pipeline import build_backend
+
+    backends = {"default": build_backend(built["default"])}
+    slow = pipeline(TextGeneration(window=1), MinHashDedup(fields=["generation"], workers=1),
+                    script=script).identity(backends)
+    fast = pipeline(TextGeneration(window=64), MinHashDedup(fields=["generation"], workers=4),
+                    script=script).identity(backends)
+    hotter = pipeline(TextGeneration(sampling={"temperature": 1.0}), script=script)
+    assert slow == fast
+    assert hotter.identity(backends)["steps"] != slow["steps"]
+
+
+def test_an_unknown_benchmark_fails_when_the_recipe_is_built() -> None:
+    from synthaug.pipeline import Recipe
+
+    recipe = Recipe.model_validate({"name": "r", "steps": [
+        {"use": "decontaminate", "with": {"benchmarks": ["gsm9k"]}}]})
+    with pytest.raises(ConfigError, match="gsm9k") as info:
+        Pipeline.from_recipe(recipe, "r.yaml")
+    assert info.value.field == "benchmarks"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -10,6 +11,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from synthaug.io import RecordWriter
 from synthaug.testing import FakeOpenAIServer
@@ -70,3 +73,21 @@ def test_a_partial_last_line_is_cut_on_resume(tmp_path: Path) -> None:
     assert writer.seen == {"x1", "x2"}  # only the earlier run's ids are held
     writer.close()
     assert [r["a"] for r in read_jsonl(path)] == [1, 2, 3]
+
+
+def test_corrupt_lines_mid_file_are_set_aside_and_the_rest_kept(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "records.jsonl"
+    good = ['{"a":1,"_meta":{"id":"x1"}}\n', '{"a":3,"_meta":{"id":"x3"}}\n',
+            '{"a":5,"_meta":{"id":"x5"}}\n']
+    path.write_text(good[0] + '{"a":2,"_me\n' + good[1] + '[1, 2]\n' + good[2] + '{"a":6')
+    with caplog.at_level(logging.WARNING):
+        writer = RecordWriter(path)
+    writer.close()
+    assert writer.seen == {"x1", "x3", "x5"} and writer.resumed == 3
+    assert path.read_text() == "".join(good)
+    assert read_jsonl(tmp_path / "records.corrupt.jsonl") == [
+        {"line": 2, "raw": '{"a":2,"_me'}, {"line": 4, "raw": "[1, 2]"}]
+    assert "2 corrupt line(s) (line 2, 4) moved to records.corrupt.jsonl" in caplog.text
+    assert "cut a partial last line (line 6, 6 bytes)" in caplog.text
+    assert not list(tmp_path.glob("*.tmp"))

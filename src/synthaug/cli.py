@@ -8,62 +8,22 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from synthaug import cli_curate, registry
-from synthaug.errors import SynthaugError
+from synthaug import cli_curate, manifest, registry
+from synthaug.cli_common import status_code, user_errors
+from synthaug.errors import ConfigError
 from synthaug.executors.local import LocalExecutor, RunConfig, RunState
-from synthaug.pipeline import BackendSpec, Pipeline, Recipe, load_recipe, resolve_recipe
+from synthaug.overrides import apply_sets, override_backend
+from synthaug.pipeline import Pipeline, Recipe, load_recipe, resolve_recipe
 from synthaug.progress import ProgressView
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# no locals in tracebacks of unexpected errors: they could hold an API key
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Synthesize and augment training data for LLMs.")
 console = Console(stderr=True)
-
-
-def _override_backend(recipe: Recipe, backend: str | None, base_url: str | None,
-                      model: str | None, concurrency: int | None,
-                      n_threads: int | None, extra: list[str]) -> None:
-    spec = recipe.backends.get("default", BackendSpec())
-    use = backend or ("openai" if base_url else spec.use)
-    options = dict(spec.with_) if use == spec.use else {}
-    for key, value in (("base_url", base_url), ("model", model),
-                       ("concurrency", concurrency), ("n_threads", n_threads)):
-        if value is not None:
-            options[key] = value
-    for item in extra:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--backend-option takes KEY=VALUE, got {item!r}")
-        options[key] = _value(raw)
-    recipe.backends["default"] = BackendSpec(use=use, **{"with": options})
-
-
-def _apply_sets(recipe: Recipe, sets: list[str]) -> None:
-    for item in sets:
-        target, sep, raw = item.partition("=")
-        step_name, dot, field = target.partition(".")
-        if not sep or not dot:
-            raise typer.BadParameter(f"--set takes STEP.FIELD=VALUE, got {item!r}")
-        specs = [s for i, s in enumerate(recipe.steps)
-                 if step_name in (s.name, s.use, str(i))]
-        if not specs:
-            raise typer.BadParameter(f"--set: no step named {step_name!r}")
-        specs[0].with_[field] = _value(raw)
-
-
-def _value(raw: str) -> Any:
-    """A --set value: YAML scalars and [lists]/{maps} typed, any other text kept as written."""
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        return raw
-    if isinstance(value, dict | list) and not raw.lstrip().startswith(("{", "[")):
-        return raw
-    return raw if value is None else value
 
 
 @app.command()
@@ -75,41 +35,57 @@ def run(
     base_url: Annotated[str | None, typer.Option(
         help="OpenAI-compatible base URL (implies --backend openai).")] = None,
     model: Annotated[str | None, typer.Option(help="Model name.")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="In-flight request limit.")] = None,
-    n_threads: Annotated[int | None, typer.Option(help="llamacpp CPU threads.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Read at most N input records.")] = None,
+    concurrency: Annotated[int | None, typer.Option(
+        min=1, help="In-flight request limit.")] = None,
+    timeout: Annotated[float | None, typer.Option(
+        min=0.001, help="Total seconds one request may take (default role; default 600).")] = None,
+    idle_timeout: Annotated[float | None, typer.Option(
+        min=0.001, help="Seconds a request may go without receiving data (default role; "
+        "default 30).")] = None,
+    n_threads: Annotated[int | None, typer.Option(min=1, help="llamacpp CPU threads.")] = None,
+    limit: Annotated[int | None, typer.Option(
+        min=0, help="Read at most N input records.")] = None,
     seed: Annotated[int | None, typer.Option(help="Run seed.")] = None,
     fmt: Annotated[list[str] | None, typer.Option(
         "--format", help="Extra output: parquet, hf, sft (TRL messages) or alpaca.")] = None,
     sets: Annotated[list[str] | None, typer.Option(
-        "--set", help="Step option, STEP.FIELD=VALUE (repeatable).")] = None,
+        "--set", help="Step option, STEP.FIELD=VALUE or STEP.SUB.FIELD=VALUE, e.g. "
+        "generate.sampling.temperature=0.2 (repeatable).")] = None,
     backend_options: Annotated[list[str] | None, typer.Option(
         "--backend-option", help="Backend option KEY=VALUE, e.g. chat_template=... "
         "(repeatable).")] = None,
+    id_field: Annotated[str, typer.Option(
+        help="Input field holding a record id; repeats are rejected.")] = "id",
     cache: Annotated[Path | None, typer.Option(help="Cache file (default OUT/cache.sqlite).")]
     = None,
-    overwrite: Annotated[bool, typer.Option(help="Discard earlier output in OUT.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace the output in OUT (keeps the cache).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
-    """Run a recipe; rerunning the same command resumes where it stopped."""
-    try:
+    """Run a recipe; rerunning the same command resumes where it stopped.
+
+    Exit codes: 0 complete, 1 stopped on an error, 2 usage or configuration error (nothing
+    done), 3 finished with failures or rejects, 130 interrupted.
+    """
+    executor: LocalExecutor | None = None
+    with user_errors(console, lambda: executor is not None and executor.started):
         spec, source = resolve_recipe(recipe)
-        _override_backend(spec, backend, base_url, model, concurrency, n_threads,
-                          backend_options or [])
-        _apply_sets(spec, sets or [])
+        override_backend(spec, {"backend": backend, "base_url": base_url, "model": model,
+                                "concurrency": concurrency, "timeout": timeout,
+                                "idle_timeout": idle_timeout, "n_threads": n_threads},
+                         backend_options or [])
+        apply_sets(spec, sets or [])
         if seed is not None:
             spec.seed = seed
         pipeline = Pipeline.from_recipe(spec, source)
-        config = RunConfig(out_dir=out, input_path=input, limit=limit,
-                           formats=tuple(f for f in fmt or [] if f != "jsonl"),
-                           cache_path=cache, overwrite=overwrite)
+        config = RunConfig(out_dir=out, input_path=input, limit=limit, formats=tuple(fmt or ()),
+                           cache_path=cache, overwrite=overwrite, id_field=id_field)
         view = None if quiet else ProgressView(console, [label for label, _ in pipeline.steps])
+        executor = LocalExecutor(config, watch=view.update if view else None)
         with view or _Null():
-            state = LocalExecutor(config, watch=view.update if view else None).run(pipeline)
-    except SynthaugError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+            state = executor.run(pipeline)
     _summary(state)
+    raise typer.Exit(status_code(state.status))
 
 
 class _Null:
@@ -129,10 +105,15 @@ def _summary(state: RunState) -> None:
                       str(s.failures), str(s.rejects), str(s.cache_hits), f"{s.seconds:.1f}")
     console.print(table)
     calls = sum(c.calls for c in state.clients.values())
-    console.print(f"wrote {state.written} new records ({state.resumed} from an earlier run), "
-                  f"{calls} LLM calls, {state.side.get('failures', 0)} failures, "
-                  f"{state.side.get('rejects', 0)} rejects in {state.seconds:.1f}s")
-    console.print(f"records: {state.out_dir / 'records.jsonl'}")
+    failures, rejects = state.side.get("failures", 0), state.side.get("rejects", 0)
+    console.print(f"{state.status}: wrote {state.written} new records ({state.resumed} from an "
+                  f"earlier run), {calls} LLM calls, {failures} failures, {rejects} rejects "
+                  f"in {state.seconds:.1f}s", soft_wrap=True)
+    console.print(f"records: {state.out_dir / 'records.jsonl'}", soft_wrap=True)
+    if failures:
+        console.print(f"failures: {state.out_dir / 'failures.jsonl'} (a rerun retries them)")
+    if rejects:
+        console.print(f"rejects: {state.out_dir / 'rejects.jsonl'}")
     for fmt, path in state.exports.items():
         console.print(f"{fmt}: {path}")
 
@@ -199,22 +180,33 @@ def inspect(
     n: Annotated[int, typer.Option(help="Sample records to show.")] = 3,
 ) -> None:
     """Summarize a run: manifest counts and a few records."""
-    manifest_path = out / "manifest.json"
-    if not manifest_path.exists():
-        console.print(f"[red]error:[/red] no manifest.json in {out}")
-        raise typer.Exit(2)
-    data: dict[str, Any] = json.loads(manifest_path.read_text(encoding="utf-8"))
+    with user_errors(console):
+        data = _manifest_of(out)
     stdout = Console(width=160)
-    stdout.print(f"recipe [bold]{data['recipe']}[/bold] ({data['status']}), "
-                 f"{data['total_records']} records, {data['seconds']}s")
-    for label, counts in data["steps"].items():
+    stdout.print(f"recipe [bold]{data.get('recipe')}[/bold] ({data.get('status')}), "
+                 f"{data.get('total_records')} records, {data.get('seconds')}s")
+    for label, counts in (data.get("steps") or {}).items():
         stdout.print(f"  {label}: {json.dumps(counts)}")
     stdout.print(f"  side files: {json.dumps(data.get('side_files', {}))}")
     records = out / "records.jsonl"
     if records.exists():
-        with records.open(encoding="utf-8") as handle:
+        with records.open(encoding="utf-8", errors="replace") as handle:
             for _, line in zip(range(n), handle, strict=False):
-                stdout.print_json(line)
+                try:
+                    stdout.print_json(line)
+                except ValueError:
+                    stdout.print(f"  (not JSON) {line.rstrip()[:200]}", markup=False)
+
+
+def _manifest_of(out: Path) -> dict[str, Any]:
+    try:
+        data = manifest.read(out)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"unreadable manifest.json: {exc}", file=str(out)) from None
+    if data is None:
+        raise ConfigError("no manifest.json: not an output folder of synthaug run",
+                          file=str(out))
+    return data
 
 
 for _name, _command in cli_curate.COMMANDS.items():

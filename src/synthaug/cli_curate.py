@@ -7,22 +7,27 @@ same executor, output files and manifest as `synthaug run`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
-from synthaug.errors import SynthaugError
+from synthaug.cli_common import status_code, user_errors
+from synthaug.errors import ConfigError
 from synthaug.executors.local import LocalExecutor, RunConfig
-from synthaug.io import records_file
+from synthaug.io import decode_line, records_file
 from synthaug.pipeline import BackendSpec, Pipeline
+from synthaug.records import Record
 from synthaug.steps.base import AnyStep
 
 console = Console(stderr=True)
 Fields = Annotated[list[str] | None, typer.Option("--field", help="Text field (repeatable).")]
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 Data = Annotated[Path, typer.Argument(help="A JSONL file or a synthaug output folder.")]
+AGAIN = "interrupted: rerun the same command to start again"
 
 
 def _fields(dataset: Path, fields: list[str] | None) -> list[str]:
@@ -30,25 +35,48 @@ def _fields(dataset: Path, fields: list[str] | None) -> list[str]:
         return fields
     from synthaug.measure.dataset import text_fields
 
-    with records_file(dataset).open(encoding="utf-8") as handle:
-        first = [json.loads(line) for _, line in zip(range(200), handle, strict=False)]
+    first: list[Record] = []
+    with records_file(dataset).open("rb") as handle:
+        for number, raw in zip(range(1, 201), handle, strict=False):
+            try:
+                value = json.loads(decode_line(raw, first=number == 1))
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                first.append(value)
     return (text_fields(first) or ["text"])[:2]
 
 
-def _run(name: str, steps: list[AnyStep], dataset: Path, out: Path,
-         backends: dict[str, BackendSpec] | None = None) -> None:
-    pipeline = Pipeline.from_steps(*steps, name=name, **({"backends": backends}
-                                                          if backends else {}))
+def _step(cls: type[AnyStep], **options: Any) -> AnyStep:
+    """A step from command-line options; a bad value fails naming the option."""
     try:
-        state = LocalExecutor(RunConfig(out_dir=out, input_path=records_file(dataset),
-                                        overwrite=True)).run(pipeline)
-    except SynthaugError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        return cls(**options)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = ".".join(str(p) for p in error["loc"]) or "?"
+        raise ConfigError(f"{error['msg']} (got {error.get('input')!r})",
+                          field=f"--{name.replace('_', '-')}") from None
+
+
+def _run(name: str, build: Callable[[], list[AnyStep]], dataset: Path, out: Path,
+         backends: dict[str, BackendSpec] | None = None) -> None:
+    executor: LocalExecutor | None = None
+    with user_errors(console, lambda: executor is not None and executor.started,
+                     interrupted=AGAIN):
+        pipeline = Pipeline.from_steps(*build(), name=name,
+                                       **({"backends": backends} if backends else {}))
+        executor = LocalExecutor(RunConfig(out_dir=out, input_path=records_file(dataset),
+                                           overwrite=True))
+        state = executor.run(pipeline)
     for stats in state.steps:
         console.print(f"{stats.label}: in {stats.inputs}, out {stats.outputs}, dropped "
                       f"{dict(stats.dropped)}, notes {dict(stats.notes)}")
-    console.print(f"records: {out / 'records.jsonl'}; dropped rows: {out / 'dropped.jsonl'}")
+    console.print(f"{state.status}: records: {out / 'records.jsonl'}; dropped rows: "
+                  f"{out / 'dropped.jsonl'}")
+    if state.side.get("failures") or state.side.get("rejects"):
+        console.print(f"{state.side.get('failures', 0)} failures, "
+                      f"{state.side.get('rejects', 0)} rejects: see {out}")
+    raise typer.Exit(status_code(state.status))
 
 
 def dedup(
@@ -62,14 +90,19 @@ def dedup(
     from synthaug.steps.curate.dedup import ExactDedup, MinHashDedup
     from synthaug.steps.curate.semantic import SemanticDedup
 
-    names = _fields(dataset, fields)
-    chosen: dict[str, AnyStep] = {
-        "exact": ExactDedup(fields=names),
-        "minhash": MinHashDedup(fields=names, threshold=threshold, workers=workers),
-        "semantic": SemanticDedup(fields=names, eps=eps)}
-    if method != "all" and method not in chosen:
-        raise typer.BadParameter(f"--method must be one of {[*chosen, 'all']}")
-    _run("dedup", list(chosen.values()) if method == "all" else [chosen[method]], dataset, out)
+    def build() -> list[AnyStep]:
+        names = _fields(dataset, fields)
+        chosen: dict[str, tuple[type[AnyStep], dict[str, Any]]] = {
+            "exact": (ExactDedup, {}),
+            "minhash": (MinHashDedup, {"threshold": threshold, "workers": workers}),
+            "semantic": (SemanticDedup, {"eps": eps})}
+        if method != "all" and method not in chosen:
+            raise ConfigError(f"unknown method {method!r}; valid: {', '.join(chosen)}, all",
+                              field="--method")
+        return [_step(cls, fields=names, **options)
+                for key, (cls, options) in chosen.items() if method in (key, "all")]
+
+    _run("dedup", build, dataset, out)
 
 
 def decontaminate(
@@ -85,15 +118,17 @@ def decontaminate(
     """Find benchmark leaks by n-gram overlap, embedding neighbours and an optional judge."""
     from synthaug.steps.curate.decontaminate import Decontaminate
 
-    options: dict[str, Any] = {"fields": _fields(dataset, fields), "ngram": ngram,
-                               "action": action,
-                               "benchmarks": benchmark or ["gsm8k", "humaneval"]}
     backends = None
     if judge_url:
-        options["judge"] = "judge"
         backends = {"judge": BackendSpec(use="openai", with_={"base_url": judge_url,
                                                               "model": judge_model})}
-    _run("decontaminate", [Decontaminate(**options)], dataset, out, backends)
+
+    def build() -> list[AnyStep]:
+        return [_step(Decontaminate, fields=_fields(dataset, fields), ngram=ngram, action=action,
+                      benchmarks=benchmark or ["gsm8k", "humaneval"],
+                      **({"judge": "judge"} if judge_url else {}))]
+
+    _run("decontaminate", build, dataset, out, backends)
 
 
 def filter_(
@@ -108,16 +143,19 @@ def filter_(
     from synthaug.steps.curate.pii import PIIRedact
     from synthaug.steps.curate.text_filters import LengthFilter
 
-    names = _fields(dataset, fields)
-    steps: list[AnyStep] = [LengthFilter(field=names[0], min_words=min_words, max_words=max_words),
-                         quality.RepetitionFilter(fields=names),
-                         quality.RefusalFilter(fields=names),
-                         quality.NonPrintableFilter(fields=names)]
-    if language:
-        steps.append(quality.LanguageFilter(fields=names, languages=language))
-    if pii:
-        steps.append(PIIRedact(fields=names))
-    _run("filter", steps, dataset, out)
+    def build() -> list[AnyStep]:
+        names = _fields(dataset, fields)
+        steps = [_step(LengthFilter, field=names[0], min_words=min_words, max_words=max_words),
+                 _step(quality.RepetitionFilter, fields=names),
+                 _step(quality.RefusalFilter, fields=names),
+                 _step(quality.NonPrintableFilter, fields=names)]
+        if language:
+            steps.append(_step(quality.LanguageFilter, fields=names, languages=language))
+        if pii:
+            steps.append(_step(PIIRedact, fields=names))
+        return steps
+
+    _run("filter", build, dataset, out)
 
 
 def measure(
@@ -129,8 +167,10 @@ def measure(
     from synthaug.io import load_jsonl
     from synthaug.measure.dataset import measure as compute
 
-    result = compute(load_jsonl(records_file(dataset)), fields=fields,
-                     reference=load_jsonl(reference) if reference else None, group_by=group_by)
+    with user_errors(console):
+        result = compute(load_jsonl(records_file(dataset)), fields=fields,
+                         reference=load_jsonl(reference) if reference else None,
+                         group_by=group_by)
     print(json.dumps(result, indent=2))
 
 
@@ -144,7 +184,9 @@ def report(
     """Write one self-contained HTML quality report."""
     from synthaug.report.html import write_report
 
-    path = write_report(dataset, out, fields=fields, reference=reference, group_by=group_by)
+    with user_errors(console):
+        path = write_report(dataset, out, fields=fields, reference=reference,
+                            group_by=group_by)
     console.print(f"report: {path}")
 
 

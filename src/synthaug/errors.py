@@ -34,7 +34,7 @@ class ConfigError(SynthaugError):
         step: str | None = None,
         field: str | None = None,
     ) -> None:
-        self.file, self.step, self.field = file, step, field
+        self.file, self.step, self.field, self.message = file, step, field, message
         where = ", ".join(
             f"{k} {v!s}" for k, v in (("file", file), ("step", step), ("field", field)) if v
         )

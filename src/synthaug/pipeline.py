@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from synthaug import registry
 from synthaug.backends.base import Backend
 from synthaug.errors import ConfigError
-from synthaug.records import ID_SCHEME, stable_hash
+from synthaug.records import ID_SCHEME
 from synthaug.steps.base import AnyStep, requirements
 from synthaug.steps.llm import Sampling
 
@@ -89,7 +89,8 @@ def build_backend(spec: BackendSpec, *, file: str | None = None, role: str = "de
     try:
         cls = registry.backend_class(spec.use)
     except ConfigError as exc:
-        raise ConfigError(str(exc), file=file, step=where, field="use") from None
+        raise ConfigError(exc.message, file=file, step=where,
+                          field="use") from None
     try:
         options = cls.Options(**spec.with_)
     except ValidationError as exc:
@@ -97,7 +98,7 @@ def build_backend(spec: BackendSpec, *, file: str | None = None, role: str = "de
     try:
         return cls(options)
     except ConfigError as exc:
-        raise ConfigError(str(exc), file=file, step=where, field=exc.field) from None
+        raise ConfigError(exc.message, file=file, step=where, field=exc.field) from None
 
 
 @dataclass
@@ -126,7 +127,7 @@ class Pipeline:
             try:
                 step_cls = registry.step_class(spec.use)
             except ConfigError as exc:
-                raise ConfigError(str(exc), file=source, step=label, field="use") from None
+                raise ConfigError(exc.message, file=source, step=label, field="use") from None
             try:
                 step = step_cls(step_cls.Options(**spec.with_))
             except ValidationError as exc:
@@ -200,17 +201,13 @@ class Pipeline:
                          for role, spec in self.backends.items()},
         }
 
-    def config_hash(self) -> str:
-        """What makes two runs the same run: steps, options and seed (not concurrency)."""
-        cfg = self.config()
-        return stable_hash([cfg["name"], cfg["seed"], cfg["steps"], ID_SCHEME])
-
     def identity(self, built: dict[str, Backend]) -> dict[str, Any]:
         """The run identity without the input: recipe, resolved options, seed, id scheme and
         each used role's backend identity (kind, model, endpoint or file, chat template)."""
         cfg = self.config()
         return {"recipe": cfg["name"], "seed": cfg["seed"], "id_scheme": ID_SCHEME,
-                "steps": {s["name"]: {"use": s["use"], "with": s["with"]} for s in cfg["steps"]},
+                "steps": {label: {"use": type(step).__name__, "with": step.options.model_dump(
+                    mode="json", exclude=set(step.options.tuning))} for label, step in self.steps},
                 "backends": {role: built[role].identity() for role in self.roles()}}
 
 
@@ -231,6 +228,9 @@ def load_recipe(path: Path) -> Recipe:
 def resolve_recipe(name_or_path: str) -> tuple[Recipe, str]:
     """A recipe by registered name or by YAML path."""
     path = Path(name_or_path)
+    if path.suffix in (".jsonl", ".json", ".parquet", ".csv"):
+        raise ConfigError("this is a data file, not a recipe: pass a recipe name or YAML file, "
+                          "and the data with --input", file=str(path))
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError("recipe file not found", file=str(path))

@@ -19,7 +19,11 @@ from synthaug.executors.local import RunState
 
 
 class ProgressView:
-    """One bar per step; totals follow the input count, then the previous step's output."""
+    """One bar per step; totals follow the input count, then the previous step's output.
+
+    The bars appear with the first update, which comes once the run has passed validation:
+    a run refused up front prints only its error.
+    """
 
     def __init__(self, console: Console, labels: list[str]) -> None:
         self.progress = Progress(
@@ -28,9 +32,13 @@ class ProgressView:
             TimeElapsedColumn(), TimeRemainingColumn(), console=console)
         self.tasks: list[TaskID] = [
             self.progress.add_task(label, total=None, rate="-", info="") for label in labels]
+        self.shown = False
 
     def update(self, state: RunState) -> None:
         """Refresh the bars from the run's counters."""
+        if not self.shown:
+            self.progress.start()
+            self.shown = True
         total = state.total
         for task, stats in zip(self.tasks, state.steps, strict=True):
             elapsed = max(stats.seconds if stats.done else self._elapsed(task), 1e-6)
@@ -47,9 +55,9 @@ class ProgressView:
         return self.progress.tasks[task].elapsed or 0.0
 
     def __enter__(self) -> ProgressView:
-        self.progress.start()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.progress.stop()
+        if self.shown:
+            self.progress.stop()

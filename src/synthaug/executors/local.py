@@ -1,17 +1,23 @@
 """The local executor: asyncio, steps streaming through bounded queues, results appended as made.
 
-Every step runs as its own task between two bounded queues, so a slow step applies
-back-pressure and memory stays flat for streaming steps. Output is appended record by
-record; a rerun skips ids already written and replays answered prompts from the cache.
+A run first validates everything (`executors/plan.py`: input, formats, fields, backends, run
+identity) and only then acts: it clears the folder on `--overwrite`, opens the output files
+and starts the steps. Every step runs as its own task between two bounded queues, so a slow
+step applies back-pressure and memory stays flat for streaming steps. Output is appended record
+by record; a rerun skips ids already written and replays answered prompts from the cache.
+
+A run ends with a status (manifest and `RunState.status`): `complete` (every input record made
+its outputs), `partial` (finished with failures or rejects), `interrupted` (Ctrl-C) or `failed`
+(stopped on an error after it started).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,16 +26,19 @@ from synthaug import manifest
 from synthaug.backends.cache import ResponseCache
 from synthaug.backends.client import ClientStats, LLMClient
 from synthaug.errors import ConfigError
-from synthaug.io import RecordWriter, SideWriter, aiter_records, data_file, export, read_jsonl
-from synthaug.pipeline import Pipeline, build_backend
+from synthaug.executors.plan import Plan, prepare
+from synthaug.io import OUTPUT_FILES, RecordWriter, SideWriter, aiter_records, export, read_jsonl
+from synthaug.pipeline import Pipeline
 from synthaug.records import Record
 from synthaug.steps.context import StepContext, StepStats
 from synthaug.streams import drain, pipe
 
+STATUSES = ("running", "complete", "partial", "interrupted", "failed")
+
 
 @dataclass
 class RunConfig:
-    """Where a run reads and writes, and how."""
+    """Where a run reads and writes, and how (`limit`, `queue_size`: not part of identity)."""
 
     out_dir: Path
     input_path: Path | None = None
@@ -38,6 +47,7 @@ class RunConfig:
     cache_path: Path | None = None
     overwrite: bool = False
     queue_size: int = 256
+    id_field: str = "id"  # input records repeating a value of this field are rejected
 
 
 @dataclass
@@ -53,17 +63,20 @@ class RunState:
     seconds: float = 0.0
     out_dir: Path = Path(".")
     exports: dict[str, str] = field(default_factory=dict)
+    status: str = "running"
 
 
 Watcher = Callable[[RunState], None]
 
 
 class LocalExecutor:
-    """Runs a pipeline in this process."""
+    """Runs a pipeline in this process; `started`: it got past validation and setup (an error
+    before is a usage error, nothing was called)."""
 
     def __init__(self, config: RunConfig, watch: Watcher | None = None) -> None:
         self.config = config
         self.watch = watch
+        self.started = False
 
     def run(self, pipeline: Pipeline) -> RunState:
         """Run to completion; return the final state."""
@@ -72,85 +85,83 @@ class LocalExecutor:
     async def arun(self, pipeline: Pipeline) -> RunState:
         """Run to completion inside a running event loop."""
         cfg = self.config
-        cfg.out_dir.mkdir(parents=True, exist_ok=True)
-        self._check_resume(pipeline)
-        side = SideWriter(cfg.out_dir)
-        self._check_fields(pipeline)
-        cache = ResponseCache(cfg.cache_path or cfg.out_dir / "cache.sqlite")
-        clients = self._clients(pipeline, cache)
-        writer = RecordWriter(cfg.out_dir / "records.jsonl")
-        state = RunState(steps=[StepStats(label) for label, _ in pipeline.steps],
-                         total=_count_lines(cfg.input_path, cfg.limit), resumed=writer.resumed,
-                         clients={r: c.stats for r, c in clients.items()}, out_dir=cfg.out_dir)
-        started = time.time()
-        self._manifest(pipeline, state, started, "running")
-        ticker = asyncio.create_task(self._tick(pipeline, state, started))
+        plan = await prepare(pipeline, out_dir=cfg.out_dir, input_path=cfg.input_path,
+                             formats=cfg.formats, overwrite=cfg.overwrite,
+                             id_field=cfg.id_field)
         try:
-            await self._stream(pipeline, side, clients, writer, state)
-            status = "complete"
+            files = self._open(plan)
         except BaseException:
-            status = "failed"
+            for backend in plan.backends.values():
+                await backend.close()
+            raise
+        clients = {role: LLMClient(backend, files.cache)
+                   for role, backend in plan.backends.items()}
+        state = RunState(steps=[StepStats(label) for label, _ in pipeline.steps],
+                         total=_count_lines(plan.input_path, cfg.limit),
+                         resumed=files.writer.resumed, out_dir=cfg.out_dir,
+                         clients={r: c.stats for r, c in clients.items()})
+        started = time.time()
+        self._manifest(pipeline, plan, state, started)
+        self.started = True
+        ticker = asyncio.create_task(self._tick(pipeline, plan, state, started))
+        try:
+            await self._stream(pipeline, plan, files, clients, state)
+            files.writer.close()
+            for fmt in (f for f in cfg.formats if f != "jsonl"):
+                state.exports[fmt] = str(export(files.writer.path, fmt))
+            state.status = "partial" if files.side.counts["failures"] \
+                or files.side.counts["rejects"] else "complete"
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            state.status = "interrupted"
+            raise
+        except BaseException:
+            state.status = "failed"
             raise
         finally:
             ticker.cancel()
-            writer.close()
-            side.close()
-            for client in clients.values():
-                await client.close()
-            cache.close()
-            state.side = dict(side.counts)
+            await files.close(clients)
+            state.side = dict(files.side.counts)
             state.seconds = time.time() - started
-            self._manifest(pipeline, state, started, status)
-        for fmt in cfg.formats:
-            state.exports[fmt] = str(export(writer.path, fmt))
+            self._manifest(pipeline, plan, state, started)
         if self.watch:
             self.watch(state)
         return state
 
-    def _check_resume(self, pipeline: Pipeline) -> None:
-        old = manifest.read(self.config.out_dir)
-        records = self.config.out_dir / "records.jsonl"
-        if self.config.overwrite:
-            records.unlink(missing_ok=True)
-            return
-        if old and old.get("config_hash") != pipeline.config_hash() and records.exists():
-            raise ConfigError(
-                f"{self.config.out_dir} holds the output of a different configuration "
-                "(recipe, options or seed changed); use --overwrite or another --out")
+    def _open(self, plan: Plan) -> _Files:
+        """Act on a validated run: clear the folder on --overwrite, open the output files."""
+        cfg = self.config
+        try:
+            cfg.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the output folder: {exc.strerror}",
+                              file=str(cfg.out_dir)) from None
+        if cfg.overwrite:
+            for name in OUTPUT_FILES:
+                (cfg.out_dir / name).unlink(missing_ok=True)
+        with ExitStack() as opened:
+            side = SideWriter(cfg.out_dir)
+            opened.callback(side.close)
+            cache = ResponseCache(cfg.cache_path or cfg.out_dir / "cache.sqlite")
+            opened.callback(cache.close)
+            writer = RecordWriter(cfg.out_dir / "records.jsonl")
+            opened.pop_all()
+        return _Files(side, cache, writer)
 
-    def _check_fields(self, pipeline: Pipeline) -> None:
-        cfg, recipe = self.config, pipeline.recipe
-        if recipe and recipe.default_input and cfg.input_path is None:
-            cfg.input_path = data_file(recipe.default_input)
-        if recipe and recipe.input == "required" and cfg.input_path is None:
-            raise ConfigError("this recipe needs input records: pass --input FILE",
-                              file=pipeline.source)
-        if cfg.input_path is not None and not cfg.input_path.is_file():
-            raise ConfigError("input file not found", file=str(cfg.input_path))
-        pipeline.check(_first_fields(cfg.input_path) if cfg.input_path else set())
-
-    def _clients(self, pipeline: Pipeline, cache: ResponseCache) -> dict[str, LLMClient]:
-        roles = {role for _, step in pipeline.steps for role in step.backend_roles()}
-        return {role: LLMClient(build_backend(pipeline.backends[role], file=pipeline.source,
-                                              role=role), cache)
-                for role in sorted(roles)}
-
-    async def _stream(self, pipeline: Pipeline, side: SideWriter,
-                      clients: dict[str, LLMClient], writer: RecordWriter,
-                      state: RunState) -> None:
+    async def _stream(self, pipeline: Pipeline, plan: Plan, files: _Files,
+                      clients: dict[str, LLMClient], state: RunState) -> None:
         stream: AsyncIterator[Record] = aiter_records(iter(()))
-        if self.config.input_path:
-            first = pipeline.steps[0][1].requires() if pipeline.steps else set()
-            stream = aiter_records(read_jsonl(self.config.input_path, required=first,
-                                              recipe=pipeline.name, side=side,
-                                              limit=self.config.limit))
+        if plan.input_path:
+            stream = aiter_records(read_jsonl(plan.input_path, required=plan.requirements,
+                                              recipe=pipeline.name, side=files.side,
+                                              limit=self.config.limit,
+                                              id_field=self.config.id_field))
         pumps = []
         for (label, step), stats in zip(pipeline.steps, state.steps, strict=True):
-            roles = step.backend_roles()
+            roles = [use.role for use in step.uses()]
             ctx = StepContext(label=label, recipe=pipeline.name, seed=pipeline.seed,
-                              stats=stats, side=side,
-                              llm=clients[roles[0]] if roles else None,
-                              clients={role: clients[role] for role in roles})
+                              stats=stats, side=files.side,
+                              clients={role: clients[role] for role in roles},
+                              main_role=roles[0] if roles else None)
             queue: asyncio.Queue[Any] = asyncio.Queue(self.config.queue_size)
             output = _counted(step.run(_counted_in(stream, stats), ctx), stats)
             pumps.append(asyncio.create_task(pipe(output, queue)))
@@ -158,34 +169,35 @@ class LocalExecutor:
         try:
             async for record in stream:
                 record.setdefault("_meta", {}).setdefault("recipe", pipeline.name)
-                if writer.write(record):
+                if files.writer.write(record):
                     state.written += 1
         finally:
             for task in pumps:
                 task.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
 
-    async def _tick(self, pipeline: Pipeline, state: RunState, started: float) -> None:
+    async def _tick(self, pipeline: Pipeline, plan: Plan, state: RunState,
+                    started: float) -> None:
         """Refresh the progress view often and the manifest every few seconds."""
         for beat in itertools.count(1):
             if self.watch:
                 self.watch(state)
             await asyncio.sleep(0.2)
             if beat % 25 == 0:
-                self._manifest(pipeline, state, started, "running")
+                self._manifest(pipeline, plan, state, started)
 
-    def _manifest(self, pipeline: Pipeline, state: RunState, started: float,
-                  status: str) -> None:
+    def _manifest(self, pipeline: Pipeline, plan: Plan, state: RunState,
+                  started: float) -> None:
         recipe = pipeline.recipe
         manifest.write(self.config.out_dir, {
             "recipe": pipeline.name,
-            "status": status,
+            "status": state.status,
+            "identity": plan.identity,
             "cites": recipe.cites if recipe else [],
             "tags": recipe.tags.model_dump() if recipe else {},
             "source": pipeline.source,
             "config": pipeline.config(),
-            "config_hash": pipeline.config_hash(),
-            "input": str(self.config.input_path) if self.config.input_path else None,
+            "input": str(plan.input_path) if plan.input_path else None,
             "limit": self.config.limit,
             "versions": manifest.versions(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -197,6 +209,23 @@ class LocalExecutor:
             "steps": {s.label: s.as_dict() for s in state.steps},
             "backends": {role: vars(stats) for role, stats in state.clients.items()},
         })
+
+
+@dataclass
+class _Files:
+    """What a run writes to: side files, the response cache, the records."""
+
+    side: SideWriter
+    cache: ResponseCache
+    writer: RecordWriter
+
+    async def close(self, clients: dict[str, LLMClient]) -> None:
+        """Close the files and every client (its backend)."""
+        self.writer.close()
+        self.side.close()
+        for client in clients.values():
+            await client.close()
+        self.cache.close()
 
 
 async def _counted_in(stream: AsyncIterator[Record], stats: StepStats) -> AsyncIterator[Record]:
@@ -215,24 +244,6 @@ async def _counted(stream: AsyncIterator[Record], stats: StepStats) -> AsyncIter
     finally:
         stats.seconds = time.monotonic() - stats.started
         stats.done = True
-
-
-def _first_fields(path: Path, sample: int = 100) -> set[str] | None:
-    """Fields seen in the first `sample` well-formed records (None if there are none)."""
-    seen: set[str] = set()
-    found = 0
-    with path.open("rb") as handle:
-        for raw in handle:
-            try:
-                value = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
-            if isinstance(value, dict):
-                seen |= set(value)
-                found += 1
-                if found >= sample:
-                    break
-    return seen if found else None
 
 
 def _count_lines(path: Path | None, limit: int | None) -> int | None:

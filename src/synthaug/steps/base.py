@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -40,6 +40,8 @@ class StepOptions(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
+    # options that change speed, never output: left out of the run identity
+    tuning: ClassVar[frozenset[str]] = frozenset()
 
     @model_validator(mode="before")
     @classmethod
@@ -95,6 +97,16 @@ def requirements(step: AnyStep) -> dict[str, tuple[type, ...]]:
     return {name: kind if isinstance(kind, tuple) else (kind,) for name, kind in found.items()}
 
 
+def guarded(hook: Callable[[Record, StepContext], Iterable[Record]], record: Record,
+            ctx: StepContext) -> list[Record]:
+    """The hook's outputs for `record`; a record unfit for the step is rejected ([])."""
+    try:
+        return list(hook(record, ctx))
+    except RecordError as exc:
+        ctx.reject(record, exc.reason, exc.field)
+        return []
+
+
 class Map(Step[OptionsT]):
     """One record in, zero or more out, no I/O."""
 
@@ -104,12 +116,7 @@ class Map(Step[OptionsT]):
 
     async def run(self, stream: AsyncIterator[Record], ctx: StepContext) -> AsyncIterator[Record]:
         async for record in stream:
-            try:
-                outputs = list(self.apply(record, ctx))
-            except RecordError as exc:
-                ctx.reject(record, exc.reason, exc.field)
-                continue
-            for i, out in enumerate(outputs):
+            for i, out in enumerate(guarded(self.apply, record, ctx)):
                 yield ctx.derive([record], out, i)
 
 
@@ -138,6 +145,8 @@ class EachOptions(StepOptions):
     """Options of a per-record async step."""
 
     window: int | None = Field(None, ge=1)  # records in progress (default 2x the concurrency)
+
+    tuning: ClassVar[frozenset[str]] = frozenset({"window"})
 
 
 EachOptionsT = TypeVar("EachOptionsT", bound=EachOptions)
@@ -243,12 +252,7 @@ class Global(Step[OptionsT]):
 
     async def run(self, stream: AsyncIterator[Record], ctx: StepContext) -> AsyncIterator[Record]:
         async for record in stream:
-            try:
-                outputs = list(self.observe(record, ctx))
-            except RecordError as exc:
-                ctx.reject(record, exc.reason, exc.field)
-                continue
-            for out in outputs:
+            for out in guarded(self.observe, record, ctx):
                 yield out
         for out in self.finish(ctx):
             yield out

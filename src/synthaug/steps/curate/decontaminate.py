@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator
 
 from synthaug import benchmarks
 from synthaug.errors import BackendError, ParseError
@@ -32,13 +35,24 @@ class DecontaminateOptions(StepOptions):
 
     fields: list[str] = ["text"]
     benchmarks: list[str] = ["gsm8k", "humaneval"]
-    ngram: int = 13
+    ngram: int = Field(13, ge=1)
     embedder: str | None = "static"
     embedding_threshold: float = 0.99
     candidate_threshold: float = 0.8
     judge: str | None = None  # a backend role; enables the LLM judge
     action: Literal["drop", "flag"] = "drop"
-    batch_size: int = 256
+    batch_size: int = Field(256, ge=1)
+
+    tuning: ClassVar[frozenset[str]] = frozenset({"batch_size"})
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _known(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if name not in benchmarks.PACKS and not Path(name).is_file():
+                raise ValueError(f"unknown benchmark '{name}': use {sorted(benchmarks.PACKS)} "
+                                 "or a JSONL path")
+        return names
 
 
 def _ngrams(tokens: list[str], n: int) -> list[int]:

@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Awaitable, Iterable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import ClassVar
 
+from pydantic import Field
+
 from synthaug.errors import ConfigError
 from synthaug.records import Record, meta
 from synthaug.steps.base import Global, Requirements, Step, StepOptions
@@ -70,8 +72,10 @@ class MinHashOptions(DedupOptions):
     bands: int | None = None
     rows: int | None = None
     seed: int = 1
-    batch_size: int = 256
-    workers: int = 1
+    batch_size: int = Field(256, ge=1)
+    workers: int = Field(1, ge=1)
+
+    tuning: ClassVar[frozenset[str]] = frozenset({"batch_size", "workers"})
 
 
 def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5) -> tuple[int, int]:

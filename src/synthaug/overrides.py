@@ -1,0 +1,127 @@
+"""Command-line overrides of a recipe: `--set STEP.PATH=VALUE` and backend options.
+
+A value is typed by the option it sets: the raw text is validated against the option's
+annotation first (so `--set 'generate.template={prompt}'` sets the string "{prompt}"), and
+parsed as YAML only when that fails (lists, mappings) or the option is unknown (the options
+model then reports the misspelt name).
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from synthaug import registry
+from synthaug.errors import ConfigError
+from synthaug.pipeline import BackendSpec, Recipe
+
+_NOTHING = ("null", "~", "none", "None")
+
+
+def apply_sets(recipe: Recipe, sets: list[str]) -> None:
+    """Apply `STEP.FIELD=VALUE` / `STEP.SUB.FIELD=VALUE` overrides to the recipe's steps."""
+    for item in sets:
+        target, sep, raw = item.partition("=")
+        step_name, dot, path = target.partition(".")
+        if not sep or not dot or not path:
+            raise ConfigError(f"takes STEP.FIELD=VALUE, got {item!r}", field="--set")
+        specs = [s for i, s in enumerate(recipe.steps) if step_name in (s.name, s.use, str(i))]
+        if not specs:
+            known = ", ".join(s.name or s.use for s in recipe.steps)
+            raise ConfigError(f"no step named {step_name!r}; steps: {known}", field="--set")
+        spec = specs[0]
+        try:
+            options: type[BaseModel] | None = registry.step_class(spec.use).Options
+        except ConfigError:
+            options = None
+        keys = path.split(".")
+        _put(spec.with_, keys, typed_value(_annotation(options, keys), raw))
+
+
+def override_backend(recipe: Recipe, choices: dict[str, Any], extra: list[str]) -> None:
+    """Set the default role's backend kind and options from command-line flags.
+
+    `choices` holds `backend`, `base_url` and the plain options given (None: not given);
+    `extra` holds `KEY=VALUE` items of `--backend-option`.
+    """
+    spec = recipe.backends.get("default", BackendSpec())
+    backend, base_url = choices.pop("backend", None), choices.get("base_url")
+    use = backend or ("openai" if base_url else spec.use)
+    options = dict(spec.with_) if use == spec.use else {}
+    options.update({key: value for key, value in choices.items() if value is not None})
+    try:
+        model: type[BaseModel] | None = registry.backend_class(use).Options
+    except ConfigError:
+        model = None
+    for item in extra:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"takes KEY=VALUE, got {item!r}", field="--backend-option")
+        options[key] = typed_value(_annotation(model, [key]), raw)
+    recipe.backends["default"] = BackendSpec(use=use, **{"with": options})
+
+
+def _put(target: dict[str, Any], keys: list[str], value: Any) -> None:
+    for key in keys[:-1]:
+        inner = target.get(key)
+        if not isinstance(inner, dict):
+            inner = {}
+            target[key] = inner
+        target = inner
+    target[keys[-1]] = value
+
+
+def _annotation(model: type[BaseModel] | None, keys: list[str]) -> Any:
+    """The annotation of the option at `keys` in `model` (None if there is none)."""
+    annotation: Any = model
+    for key in keys:
+        found = _model_in(annotation)
+        if found is None or key not in found.model_fields:
+            return None
+        annotation = found.model_fields[key].annotation
+    return annotation
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds (`Sampling`, `Sampling | None`), if any."""
+    candidates = typing.get_args(annotation) if _is_union(annotation) else (annotation,)
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _is_union(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
+
+
+def typed_value(annotation: Any, raw: str) -> Any:
+    """`raw` as the option's type when it validates as such, else parsed as YAML."""
+    if annotation is not None and annotation is not Any:
+        if raw in _NOTHING and _allows_none(annotation):
+            return None
+        try:
+            return TypeAdapter(annotation).validate_python(raw)
+        except ValidationError:
+            pass
+    return yaml_value(raw)
+
+
+def _allows_none(annotation: Any) -> bool:
+    return annotation is type(None) or (
+        _is_union(annotation) and type(None) in typing.get_args(annotation))
+
+
+def yaml_value(raw: str) -> Any:
+    """YAML scalars and [lists]/{maps} typed; any other text kept as written."""
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    if isinstance(value, dict | list) and not raw.lstrip().startswith(("{", "[")):
+        return raw
+    return raw if value is None else value

@@ -1,9 +1,12 @@
 """Engine throughput: synthaug `text-generation` vs a bare AsyncOpenAI loop, same server, same run.
 
 A local OpenAI-compatible server (synthaug.testing.server, separate process) answers
-every request after a fixed delay (100 ms). 2,000 records at concurrency 50:
-  - baseline: AsyncOpenAI + asyncio.Semaphore(50), one chat completion per record;
-  - synthaug: the text-generation recipe end to end (read JSONL, cache, write JSONL, manifest);
+every request after a fixed delay (100 ms), streamed word by word when asked to stream.
+2,000 records at concurrency 50, like for like in each mode:
+  - baseline: AsyncOpenAI + asyncio.Semaphore(50), one chat completion per record,
+    streamed (chunks consumed) or not;
+  - synthaug: the text-generation recipe end to end (read JSONL, cache, write JSONL,
+    manifest), with the openai backend's default `stream: true`, then `stream: false`;
   - synthaug rerun from cache: records/s and calls made (must be 0).
 Usage: python bench/engine.py [--records 2000] [--concurrency 50] [--delay 0.1]
 """
@@ -19,6 +22,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from openai import AsyncOpenAI
 
@@ -40,30 +44,38 @@ def start_server(delay: float) -> tuple[subprocess.Popen[str], str]:
     raise RuntimeError("server did not start")
 
 
-async def bare(url: str, prompts: list[str], concurrency: int) -> float:
+async def bare(url: str, prompts: list[str], concurrency: int, stream: bool) -> float:
     client = AsyncOpenAI(base_url=url, api_key="unused", max_retries=0)
     limit = asyncio.Semaphore(concurrency)
 
     async def one(prompt: str) -> str:
+        sent: list[Any] = [{"role": "user", "content": prompt}]
         async with limit:
-            reply = await client.chat.completions.create(
-                model="fake", messages=[{"role": "user", "content": prompt}], max_tokens=64)
-            return reply.choices[0].message.content or ""
+            if not stream:
+                reply = await client.chat.completions.create(
+                    model="fake", messages=sent, max_tokens=64)
+                return reply.choices[0].message.content or ""
+            chunks = await client.chat.completions.create(
+                model="fake", messages=sent, max_tokens=64, stream=True,
+                stream_options={"include_usage": True})
+            parts = [c.choices[0].delta.content or "" async for c in chunks if c.choices]
+            return "".join(parts)
 
     start = time.perf_counter()
     results = await asyncio.gather(*(one(p) for p in prompts))
     elapsed = time.perf_counter() - start
     await client.close()
-    assert len(results) == len(prompts)
+    assert len(results) == len(prompts) and all(results)
     return elapsed
 
 
-def synthaug_run(url: str, data: Path, out: Path, concurrency: int) -> tuple[float, int, int]:
+def synthaug_run(url: str, data: Path, out: Path, concurrency: int,
+                 stream: bool = True) -> tuple[float, int, int]:
     """(seconds, records in the output, HTTP calls made incl. retries)."""
     recipe, source = resolve_recipe("text-generation")
     recipe.backends["default"] = BackendSpec(use="openai", **{"with": {
-        "base_url": url, "model": "fake", "concurrency": concurrency}})
-    recipe.steps[0].with_["max_tokens"] = 64
+        "base_url": url, "model": "fake", "concurrency": concurrency, "stream": stream}})
+    recipe.steps[0].with_["sampling"] = {"max_tokens": 64}
     pipeline = Pipeline.from_recipe(recipe, source)
     start = time.perf_counter()
     state = LocalExecutor(RunConfig(out_dir=out, input_path=data)).run(pipeline)
@@ -84,32 +96,43 @@ def main() -> None:
     args = parser.parse_args()
     proc, url = start_server(args.delay)
     n = args.records
+    best: dict[str, float] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp) / "in.jsonl"
             prompts = [f"Write a fact about the number {i}." for i in range(n)]
             data.write_text("".join(json.dumps({"instruction": p}) + "\n" for p in prompts))
-            asyncio.run(bare(url, prompts[:100], args.concurrency))  # warm up
-            bare_best, ours_best = float("inf"), float("inf")
+            asyncio.run(bare(url, prompts[:100], args.concurrency, True))  # warm up
             for r in range(args.repeat):
-                bare_best = min(bare_best, asyncio.run(bare(url, prompts, args.concurrency)))
-                out = Path(tmp) / f"out{r}"
-                elapsed, total, calls = synthaug_run(url, data, out, args.concurrency)
-                assert total == n, (total, calls)
-                ours_best = min(ours_best, elapsed)
+                for stream in (True, False):
+                    mode = "stream" if stream else "plain"
+                    took = asyncio.run(bare(url, prompts, args.concurrency, stream))
+                    best[f"bare {mode}"] = min(best.get(f"bare {mode}", took), took)
+                    out = Path(tmp) / f"out-{mode}{r}"
+                    took, total, calls = synthaug_run(url, data, out, args.concurrency, stream)
+                    assert total == n, (total, calls)
+                    best[f"ours {mode}"] = min(best.get(f"ours {mode}", took), took)
             rerun, total, calls = synthaug_run(url, data, out, args.concurrency)
     finally:
         proc.terminate()
         proc.wait()
+    report(best, n, args, (rerun, total, calls))
+
+
+def report(best: dict[str, float], n: int, args: argparse.Namespace,
+           rerun: tuple[float, int, int]) -> None:
     ideal = n / args.concurrency * args.delay
     print(f"records={n} concurrency={args.concurrency} server delay={args.delay * 1000:.0f} ms "
           f"(ideal wall {ideal:.2f}s = {n / ideal:.0f} rec/s); best of {args.repeat}")
-    print(f"bare AsyncOpenAI + semaphore : {bare_best:6.2f}s  {n / bare_best:7.1f} rec/s")
-    print(f"synthaug text-generation     : {ours_best:6.2f}s  {n / ours_best:7.1f} rec/s")
-    print(f"ratio synthaug / bare        : {bare_best / ours_best:.2f}x")
-    print(f"rerun from cache             : {rerun:6.2f}s  {n / rerun:7.1f} rec/s, "
+    for mode, label in (("stream", "streamed (default)"), ("plain", "stream: false")):
+        bare_s, ours_s = best[f"bare {mode}"], best[f"ours {mode}"]
+        print(f"{label}:")
+        print(f"  bare AsyncOpenAI + semaphore : {bare_s:6.2f}s  {n / bare_s:7.1f} rec/s")
+        print(f"  synthaug text-generation     : {ours_s:6.2f}s  {n / ours_s:7.1f} rec/s")
+        print(f"  ratio synthaug / bare        : {bare_s / ours_s:.2f}x")
+    took, total, calls = rerun
+    print(f"rerun from cache               : {took:6.2f}s  {n / took:7.1f} rec/s, "
           f"{calls} calls, {total} records")
-
 
 if __name__ == "__main__":
     main()

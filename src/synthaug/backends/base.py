@@ -7,11 +7,12 @@ live in `synthaug.backends.client`, once, for every backend.
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 Message = dict[str, str]
 
@@ -24,7 +25,9 @@ class BackendOptions(BaseModel):
     model: str | None = None
     concurrency: int = 8
     max_retries: int = 4
-    timeout: float = 120.0
+    timeout: float = Field(600.0, gt=0)  # seconds for a whole request
+    connect_timeout: float = Field(10.0, gt=0)  # seconds to open a connection
+    idle_timeout: float = Field(30.0, gt=0)  # seconds without a byte while a reply streams
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
     chat_template: str | None = None  # Jinja chat template, when the server does not say
@@ -73,6 +76,7 @@ class Completion:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     logprobs: list[float] | None = None
+    seed: int | None = None  # the seed of the request that produced it (retries reseed)
     cached: bool = field(default=False, compare=False)
 
 
@@ -99,8 +103,13 @@ class Backend(ABC):
         return self.options.chat_template
 
     def identity(self) -> dict[str, Any]:
-        """What distinguishes this backend's answers; never contains secrets."""
-        return {"backend": self.name, "model": self.model}
+        """What distinguishes this backend's answers; never secrets, never loads weights.
+
+        Subclasses add where the answers come from (endpoint, model file)."""
+        ident: dict[str, Any] = {"backend": self.name, "model": self.model}
+        if self.options.chat_template:
+            ident["chat_template"] = short_sha(self.options.chat_template)
+        return ident
 
     @abstractmethod
     async def generate(self, request: Request) -> list[Completion]:
@@ -108,3 +117,8 @@ class Backend(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (connections, model memory)."""
+
+
+def short_sha(text: str) -> str:
+    """The first 16 hex digits of the SHA-256 of `text`."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

@@ -1,6 +1,7 @@
 """A response cache in SQLite (WAL): a rerun pays only for what was not finished.
 
-Keys hash the backend identity, the canonical request and the sample index.
+Keys hash the backend identity, the canonical request and the sample index; a value
+keeps the seed that produced the completion, so a replay reports it too.
 Secrets are never part of a key or value: backends leave them out of `identity()`.
 """
 
@@ -66,6 +67,7 @@ class ResponseCache:
             "prompt_tokens": completion.prompt_tokens,
             "completion_tokens": completion.completion_tokens,
             "logprobs": completion.logprobs,
+            "seed": completion.seed,
         }
         with self._lock:
             self._db.execute(

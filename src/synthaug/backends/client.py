@@ -94,6 +94,7 @@ class LLMClient:
                 await self._backoff(attempt, exc.retry_after)
                 continue
             for reply in replies:
+                reply.seed = attempt_request.seed
                 problem = _check(reply, validate)
                 if problem is None:
                     valid.append(reply)

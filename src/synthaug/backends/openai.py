@@ -2,10 +2,15 @@
 
 HTTP goes through aiohttp: at 50+ connections httpx's pool spends most of its time
 scanning connections (measured in bench/engine.py), aiohttp's does not.
+
+Replies are streamed (Server-Sent Events) by default, so a connection that goes silent
+is noticed after `idle_timeout` seconds instead of the whole `timeout`; a server that
+ignores `stream` and answers with one JSON body is read as such.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import os
@@ -29,10 +34,13 @@ class OpenAIOptions(BackendOptions):
     # how a JSON schema is sent: OpenAI, vLLM and SGLang take "json_schema";
     # llama.cpp's servers take "json_object" with a "schema" field
     schema_format: Literal["json_schema", "json_object"] = "json_schema"
+    # stream replies, so `idle_timeout` catches a stalled connection; a server that ignores
+    # `stream` sends nothing until done, so give it `stream: false` if it is slow
+    stream: bool = True
 
 
 class OpenAIBackend(Backend):
-    """Talks to `/chat/completions` and `/completions` over HTTP with httpx."""
+    """Talks to `/chat/completions` and `/completions` over HTTP with aiohttp."""
 
     name = "openai"
     Options: ClassVar[type[BackendOptions]] = OpenAIOptions
@@ -50,18 +58,22 @@ class OpenAIBackend(Backend):
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._base = options.base_url.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
+        # a non-streamed reply legitimately sends nothing until it is done: no idle limit
+        self._timeout = aiohttp.ClientTimeout(
+            total=options.timeout, sock_connect=options.connect_timeout,
+            sock_read=options.idle_timeout if options.stream else None)
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:  # created inside the running loop
             self._session = aiohttp.ClientSession(
                 headers=self._headers,
-                timeout=aiohttp.ClientTimeout(total=self.opts.timeout),
+                timeout=self._timeout,
                 connector=aiohttp.TCPConnector(limit=self.opts.concurrency),
             )
         return self._session
 
     def identity(self) -> dict[str, Any]:
-        return {"backend": self.name, "base_url": self.opts.base_url, "model": self.model}
+        return {**super().identity(), "base_url": self.opts.base_url}
 
     async def generate(self, request: Request) -> list[Completion]:
         chat = request.messages is not None
@@ -73,36 +85,62 @@ class OpenAIBackend(Backend):
             body["response_format"] = _response_format(request.json_schema,
                                                        self.opts.schema_format)
         body["model"] = self.model
-        data = await self._post(path, body)
-        return _parse(data, chat)
+        if self.opts.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        return await self._post(path, body, chat)
 
-    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _post(self, path: str, body: dict[str, Any], chat: bool) -> list[Completion]:
+        """POST `body` and read the reply (an event stream or one JSON body)."""
+        opts = self.opts
         try:
             async with self._http().post(self._base + path, json=body) as response:
-                status, raw = response.status, await response.read()
+                status = response.status
+                if status == 200 and _is_event_stream(response):
+                    return await _read_stream(response.content, chat)
+                raw = await response.read()
                 retry_after = response.headers.get("retry-after")
+        except aiohttp.ConnectionTimeoutError:
+            raise RetryableError(f"no connection within {opts.connect_timeout}s "
+                                 "(connect timeout)") from None
+        except aiohttp.SocketTimeoutError:
+            raise RetryableError(f"no data for {opts.idle_timeout}s (idle timeout)") from None
         except TimeoutError:
-            raise RetryableError(f"timeout after {self.opts.timeout}s") from None
+            raise RetryableError(f"timeout after {opts.timeout}s (total timeout)") from None
         except aiohttp.ClientError as exc:
             raise RetryableError(f"connection error: {type(exc).__name__}: {exc}") from None
-        text = raw.decode("utf-8", "replace")
-        if status == 429 or status >= 500:
-            raise RetryableError(f"HTTP {status}: {text[:200]}",
-                                 retry_after=_retry_after(retry_after))
-        if status >= 400:
-            raise FatalBackendError(f"HTTP {status}: {text[:300]}")
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RetryableError(f"malformed JSON body: {exc}") from None
-        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-            raise RetryableError(f"response has no choices: {str(data)[:200]}")
-        return data
+        _raise_for_status(status, raw, retry_after)
+        return _parse(_json_body(raw), chat)
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _is_event_stream(response: aiohttp.ClientResponse) -> bool:
+    return response.content_type == "text/event-stream"
+
+
+def _raise_for_status(status: int, raw: bytes, retry_after: str | None) -> None:
+    """429 and 5xx are worth retrying (after the server's hint); other 4xx are not."""
+    if status < 400:
+        return
+    text = raw.decode("utf-8", "replace")
+    if status == 429 or status >= 500:
+        raise RetryableError(f"HTTP {status}: {text[:200]}",
+                             retry_after=_retry_after(retry_after))
+    raise FatalBackendError(f"HTTP {status}: {text[:300]}")
+
+
+def _json_body(raw: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RetryableError(f"malformed JSON body: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+        raise RetryableError(f"response has no choices: {str(data)[:200]}")
+    return data
 
 
 def _sampling(request: Request) -> dict[str, Any]:
@@ -166,6 +204,128 @@ def _logprobs(value: Any) -> list[float] | None:
     if isinstance(value.get("token_logprobs"), list):
         return [float(x) for x in value["token_logprobs"] if x is not None]
     return None
+
+
+class _Assembly:
+    """The choices of a streamed reply, put together chunk by chunk."""
+
+    __slots__ = ("chat", "finish", "logprobs", "texts", "usage")
+
+    def __init__(self, chat: bool) -> None:
+        self.chat = chat
+        self.texts: dict[int, list[str]] = {}
+        self.finish: dict[int, str | None] = {}
+        self.logprobs: dict[int, list[float]] = {}
+        self.usage: dict[str, Any] = {}
+
+    def add(self, chunk: Any) -> None:
+        """Fold one decoded `data:` event into the choices; RetryableError if malformed."""
+        try:
+            if chunk.get("error") is not None:
+                raise RetryableError(f"error in the stream: {str(chunk['error'])[:200]}")
+            for choice in chunk.get("choices") or ():
+                self._add_choice(choice)
+            if chunk.get("usage"):
+                self.usage = chunk["usage"]
+        except (AttributeError, TypeError, KeyError, ValueError) as exc:
+            raise RetryableError(f"malformed stream chunk ({exc}): {str(chunk)[:200]}") from None
+
+    def _add_choice(self, choice: dict[str, Any]) -> None:
+        index = int(choice.get("index") or 0)
+        parts = self.texts.get(index)
+        if parts is None:
+            parts = self.texts[index] = []
+        piece = (choice.get("delta") or {}).get("content") if self.chat else choice.get("text")
+        if piece:
+            if not isinstance(piece, str):
+                raise TypeError("text is not a string")
+            parts.append(piece)
+        if choice.get("finish_reason") is not None:
+            self.finish[index] = choice["finish_reason"]
+        found = _logprobs(choice.get("logprobs"))
+        if found is not None:
+            self.logprobs.setdefault(index, []).extend(found)
+
+    def completions(self) -> list[Completion]:
+        """One completion per choice seen, by index; usage split evenly as for a body."""
+        n = max(len(self.texts), 1)
+        prompt_tokens = int(self.usage.get("prompt_tokens") or 0) // n
+        completion_tokens = int(self.usage.get("completion_tokens") or 0) // n
+        return [Completion(text="".join(self.texts[i]), finish_reason=self.finish.get(i),
+                           prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                           logprobs=self.logprobs.get(i))
+                for i in sorted(self.texts)]
+
+
+async def _read_stream(content: aiohttp.StreamReader, chat: bool) -> list[Completion]:
+    """Read Server-Sent Events up to `data: [DONE]`. Transport errors propagate to the
+    caller's mapping; a stream that ends early or holds a malformed chunk is a
+    RetryableError. The chunks are decoded together at the end: one JSON parse a reply."""
+    events: list[bytes] = []
+    data: list[bytes] = []
+    pending = b""
+    done = False
+    async for received in content.iter_any():
+        *lines, pending = (pending + received).split(b"\n")
+        for line in lines:
+            if line.startswith(b"data:"):
+                data.append(line[5:].strip())
+            elif data and not line.strip(b"\r"):  # a blank line ends an event
+                done = _event(events, data)
+                data = []
+                if done:
+                    break
+        if done:
+            break
+    if not done and data:  # the last event may lack its blank line
+        done = _event(events, data)
+    if not done:
+        raise RetryableError("the stream ended before data: [DONE]")
+    await _drain(content)
+    assembly = _Assembly(chat)
+    for chunk in _decode(events):
+        assembly.add(chunk)
+    return assembly.completions()
+
+
+def _event(events: list[bytes], data: list[bytes]) -> bool:
+    """Keep one event's data; True when it is the end marker."""
+    payload = data[0] if len(data) == 1 else b"\n".join(data)
+    if payload == b"[DONE]":
+        return True
+    events.append(payload)
+    return False
+
+
+def _decode(events: list[bytes]) -> list[dict[str, Any]]:
+    """The events' JSON objects, parsed as one array."""
+    try:
+        chunks: list[dict[str, Any]] = json.loads(b"[" + b",".join(events) + b"]")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        bad = next((e for e in events if not _is_json(e)), b"")
+        raise RetryableError(f"malformed stream chunk ({exc}): {bad[:200]!r}") from None
+    if len(chunks) != len(events) or not all(isinstance(c, dict) for c in chunks):
+        raise RetryableError(f"malformed stream chunks: {b','.join(events)[:200]!r}")
+    return chunks
+
+
+def _is_json(payload: bytes) -> bool:
+    try:
+        json.loads(payload)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return True
+
+
+async def _drain(content: aiohttp.StreamReader) -> None:
+    """Read what follows [DONE] (the body's end) so the connection goes back to the pool;
+    the answer is complete, so a server that lingers here costs at most a second."""
+    try:
+        async with asyncio.timeout(1.0):
+            while not content.at_eof() and await content.readany():
+                pass
+    except (TimeoutError, aiohttp.ClientError):
+        pass
 
 
 def _retry_after(header: str | None) -> float | None:

@@ -1,8 +1,10 @@
 """A real OpenAI-compatible HTTP server on loopback with scripted replies and faults.
 
 Replies come from a script (consumed in order) and then from a responder function;
-each can be a text, an HTTP error with headers (429 + Retry-After), a delay (timeouts),
-a malformed or truncated body. The server counts calls and the peak in-flight requests.
+each can be a text, an HTTP error with headers (429 + Retry-After), a delay before the
+headers, a stall in the middle of a stream, a malformed or truncated body. `stream: true`
+requests get Server-Sent Events as OpenAI sends them. The server counts calls and the
+peak in-flight requests.
 Run `python -m synthaug.testing --delay 0.1` for a standalone one (benchmarks).
 """
 
@@ -11,31 +13,36 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 
 @dataclass
 class Reply:
-    """One scripted answer."""
+    """One scripted answer; the faults work for streamed and plain requests alike."""
 
     text: str = "ok"
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-    body: str | None = None  # a raw body, sent as is (malformed JSON, truncation)
+    delay: float = 0.0  # seconds before the headers are sent
+    body: str | None = None  # sent as is: the JSON body, or a streamed request's events
     finish_reason: str = "stop"
+    stall: float = 0.0  # seconds of silence after the first chunk(s) of a stream
+    logprobs: list[float] | None = None  # per word, when asked (default -0.1, -0.2, ...)
+    ignore_stream: bool = False  # answer with one JSON body even when asked to stream
 
 
 Responder = Callable[[dict[str, Any]], "Reply | str"]
@@ -94,21 +101,27 @@ class FakeOpenAIServer:
     async def _handle(self, request: Request) -> Response:
         body = await request.json()
         reply = self._next(body)
-        with self._lock:
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        chat = request.url.path.endswith("chat/completions")
+        # errors are never streamed; a stream counts in flight until its last event
+        streamed = bool(body.get("stream")) and not reply.ignore_stream and reply.status == 200
+        flight = _Flight(self)
         try:
-            await asyncio.sleep(reply.delay or self.delay)
+            await _pause(request, reply.delay or self.delay)
         finally:
-            with self._lock:
-                self.in_flight -= 1
+            if not streamed:
+                flight.end()
+        if reply.body is not None and streamed:
+            return _Streamed(_raw(reply.body, flight), flight, reply.headers)
         if reply.body is not None:
             return Response(reply.body, status_code=reply.status, headers=reply.headers,
                             media_type="application/json")
         if reply.status != 200:
             return JSONResponse({"error": {"message": reply.text}}, status_code=reply.status,
                                 headers=reply.headers)
-        return JSONResponse(_completion(body, reply, request.url.path.endswith("chat/completions")))
+        if streamed:
+            events = _events(body, reply, chat)
+            return _Streamed(_stream(events, reply, chat, flight), flight, reply.headers)
+        return JSONResponse(_completion(body, reply, chat), headers=reply.headers)
 
     def start(self) -> FakeOpenAIServer:
         """Start serving in a background thread; returns once it accepts connections."""
@@ -137,20 +150,147 @@ class FakeOpenAIServer:
         self.stop()
 
 
-def _completion(body: dict[str, Any], reply: Reply, chat: bool) -> dict[str, Any]:
+class _Flight:
+    """One request counted in flight until `end()` (idempotent)."""
+
+    def __init__(self, server: FakeOpenAIServer) -> None:
+        self.server, self.open = server, True
+        with server._lock:
+            server.in_flight += 1
+            server.max_in_flight = max(server.max_in_flight, server.in_flight)
+
+    def end(self) -> None:
+        with self.server._lock:
+            if self.open:
+                self.server.in_flight -= 1
+                self.open = False
+
+
+class _Streamed(StreamingResponse):
+    """A streamed body whose request stops counting as in flight however the stream ends."""
+
+    def __init__(self, content: AsyncIterator[bytes], flight: _Flight,
+                 headers: dict[str, str]) -> None:
+        super().__init__(content, headers=headers, media_type="text/event-stream")
+        self.flight = flight
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.flight.end()
+
+
+async def _pause(request: Request, seconds: float) -> None:
+    """Sleep `seconds`, or less if the client hangs up first (so a server stops promptly)."""
+    if seconds <= 0:
+        return
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({gone}, timeout=seconds)
+    finally:
+        gone.cancel()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _raw(body: str, flight: _Flight) -> AsyncIterator[bytes]:
+    try:
+        yield body.encode("utf-8")
+    finally:
+        flight.end()
+
+
+async def _stream(events: list[bytes], reply: Reply, chat: bool,
+                  flight: _Flight) -> AsyncIterator[bytes]:
+    """The events one write each; silent for `reply.stall` seconds after the first content
+    chunk. Counted in flight until the last event (before the body's end is sent)."""
+    first = 2 if chat else 1
+    try:
+        for i, event in enumerate(events):
+            if i == first and reply.stall > 0:
+                await asyncio.sleep(reply.stall)  # cancelled when the client hangs up
+            yield event
+    finally:
+        flight.end()
+
+
+def _pieces(text: str) -> list[str]:
+    """`text` split after each run of spaces: the pieces join back to `text`."""
+    return re.split(r"(?<=\s)(?=\S)", text) if text else [""]
+
+
+def _word_logprobs(reply: Reply, count: int) -> list[float]:
+    given = reply.logprobs or []
+    return [given[k] if k < len(given) else -0.1 * (k + 1) for k in range(count)]
+
+
+def _choice_texts(body: dict[str, Any], reply: Reply) -> list[str]:
     n = int(body.get("n") or 1)
+    return [reply.text if n == 1 else f"{reply.text} [{i}]" for i in range(n)]
+
+
+def _usage(body: dict[str, Any], reply: Reply) -> dict[str, int]:
+    n = int(body.get("n") or 1)
+    return {"prompt_tokens": 10 * n, "completion_tokens": len(reply.text.split()) * n,
+            "total_tokens": 10 * n + len(reply.text.split()) * n}
+
+
+def _logprobs(pieces: list[str], values: list[float], chat: bool) -> dict[str, Any]:
+    if chat:
+        return {"content": [{"token": p, "logprob": v, "bytes": list(p.encode()),
+                             "top_logprobs": []} for p, v in zip(pieces, values, strict=True)]}
+    return {"tokens": pieces, "token_logprobs": values, "top_logprobs": None,
+            "text_offset": [sum(len(p) for p in pieces[:k]) for k in range(len(pieces))]}
+
+
+def _completion(body: dict[str, Any], reply: Reply, chat: bool) -> dict[str, Any]:
     choices = []
-    for i in range(n):
-        text = reply.text if n == 1 else f"{reply.text} [{i}]"
+    for i, text in enumerate(_choice_texts(body, reply)):
         choice: dict[str, Any] = {"index": i, "finish_reason": reply.finish_reason}
         if chat:
             choice["message"] = {"role": "assistant", "content": text}
         else:
             choice["text"] = text
+        if body.get("logprobs"):
+            pieces = _pieces(text)
+            choice["logprobs"] = _logprobs(pieces, _word_logprobs(reply, len(pieces)), chat)
         choices.append(choice)
     return {"id": "cmpl-fake", "object": "chat.completion" if chat else "text_completion",
-            "model": body.get("model", "fake"), "choices": choices,
-            "usage": {"prompt_tokens": 10 * n, "completion_tokens": len(reply.text.split()) * n}}
+            "created": 0, "model": body.get("model", "fake"), "choices": choices,
+            "usage": _usage(body, reply)}
+
+
+def _events(body: dict[str, Any], reply: Reply, chat: bool) -> list[bytes]:
+    """The Server-Sent Events of a streamed answer: for chat a role delta first, then one
+    chunk a word (choices interleaved by `index`), a finish chunk per choice, the usage
+    chunk when `stream_options.include_usage`, then `data: [DONE]`."""
+    texts = _choice_texts(body, reply)
+    split = [_pieces(t) for t in texts]
+    chunks: list[dict[str, Any]] = []
+    if chat:
+        chunks += [{"index": i, "delta": {"role": "assistant", "content": ""},
+                    "logprobs": None, "finish_reason": None} for i in range(len(texts))]
+    values = [_word_logprobs(reply, len(pieces)) for pieces in split]
+    for k in range(max(len(pieces) for pieces in split)):
+        for i, pieces in enumerate(split):
+            if k < len(pieces):
+                logprobs = (_logprobs([pieces[k]], [values[i][k]], chat)
+                            if body.get("logprobs") else None)
+                part = {"delta": {"content": pieces[k]}} if chat else {"text": pieces[k]}
+                chunks.append({"index": i, **part, "logprobs": logprobs,
+                               "finish_reason": None})
+    chunks += [{"index": i, **({"delta": {}} if chat else {"text": ""}), "logprobs": None,
+                "finish_reason": reply.finish_reason} for i in range(len(texts))]
+    kind = "chat.completion.chunk" if chat else "text_completion"
+    head = {"id": "cmpl-fake", "object": kind, "created": 0, "model": body.get("model", "fake")}
+    data = [{**head, "choices": [c]} for c in chunks]
+    if (body.get("stream_options") or {}).get("include_usage"):
+        data.append({**head, "choices": [], "usage": _usage(body, reply)})
+    return [b"data: " + json.dumps(d).encode() + b"\n\n" for d in data] + [b"data: [DONE]\n\n"]
 
 
 def _free_port() -> int:

@@ -18,7 +18,7 @@ from synthaug.backends.cache import ResponseCache
 from synthaug.backends.client import ClientStats, LLMClient, Validator
 from synthaug.backends.llamacpp import LlamaCppBackend, LlamaCppOptions
 from synthaug.backends.openai import OpenAIBackend, OpenAIOptions
-from synthaug.errors import FatalBackendError, RetryableError
+from synthaug.errors import ConfigError, FatalBackendError, RetryableError
 from synthaug.testing import FakeOpenAIServer, Reply
 
 T = TypeVar("T")
@@ -350,3 +350,15 @@ def test_a_model_that_fails_to_load_is_a_fatal_error(monkeypatch: pytest.MonkeyP
     backend = LlamaCppBackend(LlamaCppOptions())
     with pytest.raises(FatalBackendError, match="could not load"):
         asyncio.run(backend.generate(CHAT))
+
+
+@pytest.mark.parametrize(("use", "bad"), [
+    ("openai", {"concurrency": 0}), ("llamacpp", {"concurrency": 0}),
+    ("openai", {"requests_per_minute": 0}), ("openai", {"tokens_per_minute": -5}),
+    ("llamacpp", {"max_retries": -1})])
+def test_limits_that_would_hang_are_refused(use: str, bad: dict[str, Any]) -> None:
+    from synthaug.pipeline import BackendSpec, build_backend
+
+    with pytest.raises(ConfigError) as info:
+        build_backend(BackendSpec(use=use, **{"with": bad}))
+    assert info.value.field == next(iter(bad))

@@ -23,13 +23,13 @@ class BackendOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = None
-    concurrency: int = 8
-    max_retries: int = 4
+    concurrency: int = Field(8, ge=1)
+    max_retries: int = Field(4, ge=0)
     timeout: float = Field(600.0, gt=0)  # seconds for a whole request
     connect_timeout: float = Field(10.0, gt=0)  # seconds to open a connection
     idle_timeout: float = Field(30.0, gt=0)  # seconds without a byte while a reply streams
-    requests_per_minute: float | None = None
-    tokens_per_minute: float | None = None
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
     chat_template: str | None = None  # Jinja chat template, when the server does not say
 
 

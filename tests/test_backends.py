@@ -43,6 +43,17 @@ def complete(backend: OpenAIBackend | LlamaCppBackend, request: Request,
     return asyncio.run(go())
 
 
+def generate_once(backend: OpenAIBackend | LlamaCppBackend, request: Request) -> None:
+    """One `generate` call straight on the backend (no client), then close it."""
+    async def go() -> None:
+        try:
+            await backend.generate(request)
+        finally:
+            await backend.close()
+
+    asyncio.run(go())
+
+
 def timed(call: Awaitable[T]) -> tuple[T, float]:
     async def go() -> T:
         return await call
@@ -164,15 +175,8 @@ def test_the_idle_timeout_does_not_cut_a_reply_that_is_not_streamed(
 def test_the_idle_timeout_error_names_itself(server: FakeOpenAIServer) -> None:
     server.enqueue(Reply(stall=5.0))
     backend = openai(server.url, idle_timeout=0.3)
-
-    async def go() -> None:
-        try:
-            await backend.generate(CHAT)
-        finally:
-            await backend.close()
-
     with pytest.raises(RetryableError, match=r"no data for 0\.3s \(idle timeout\)"):
-        asyncio.run(go())
+        generate_once(backend, CHAT)
 
 
 @pytest.mark.parametrize("n", [1, 3])
@@ -330,15 +334,8 @@ def test_close_closes_models_in_use_when_their_call_returns(
 def test_llama_cpp_errors_are_mapped(monkeypatch: pytest.MonkeyPatch, error: Exception,
                                      mapped: type[Exception]) -> None:
     backend, loaded = stub_backend(monkeypatch, concurrency=1, error=error)
-
-    async def go() -> None:
-        try:
-            await backend.generate(CHAT)
-        finally:
-            await backend.close()
-
     with pytest.raises(mapped, match=r"llama\.cpp"):
-        asyncio.run(go())
+        generate_once(backend, CHAT)
     assert loaded[0].closed
 
 

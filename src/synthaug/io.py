@@ -30,9 +30,10 @@ CORRUPT = "records.corrupt.jsonl"
 OUTPUT_FILES = ("records.jsonl", CORRUPT, "manifest.json", "records.parquet",
                 "records.sft.jsonl", "records.alpaca.jsonl",
                 *(f"{kind}.jsonl" for kind in SIDE_KINDS))
-FORMATS = {"jsonl": None, "parquet": "pyarrow", "hf": "datasets", "sft": None, "alpaca": None}
-_EXTRAS = {"parquet": ("pyarrow", "Parquet output", "parquet"),
-           "hf": ("datasets", "Hugging Face output", "hf")}
+# format -> (package, feature, extra) of the optional dependency it needs, if any
+FORMATS: dict[str, tuple[str, str, str] | None] = {
+    "jsonl": None, "parquet": ("pyarrow", "Parquet output", "parquet"),
+    "hf": ("datasets", "Hugging Face output", "hf"), "sft": None, "alpaca": None}
 _TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
                list: "a list", dict: "an object", type(None): "null"}
 
@@ -47,11 +48,10 @@ def decode_line(raw: bytes, *, first: bool = False) -> str:
 
 
 def read_jsonl(
-    path: Path, *, required: Requirements | set[str], recipe: str, side: SideWriter,
+    path: Path, *, required: Requirements, recipe: str, side: SideWriter,
     limit: int | None = None, id_field: str = "id",
 ) -> Iterator[Record]:
     """Records of a JSONL file; a rejected line is logged, written to rejects, and skipped."""
-    needed = {name: (str,) for name in required} if isinstance(required, set) else required
     seen = _Seen(id_field)
     count = lines = 0
     with path.open("rb") as handle:
@@ -62,7 +62,7 @@ def read_jsonl(
                 continue
             lines += 1
             try:
-                fields = _decode(raw, str(path), number, needed)
+                fields = _decode(raw, str(path), number, required)
                 seen.check(fields, raw, str(path), number)
             except InputError as exc:
                 _reject(side, exc, raw, number)
@@ -302,8 +302,9 @@ def check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise ConfigError(f"unknown output format {fmt!r}; valid: {', '.join(FORMATS)}",
                           field="format")
-    if fmt in _EXTRAS and importlib.util.find_spec(_EXTRAS[fmt][0]) is None:
-        raise MissingDependency(*_EXTRAS[fmt])
+    needs = FORMATS[fmt]
+    if needs and importlib.util.find_spec(needs[0]) is None:
+        raise MissingDependency(*needs)
 
 
 def export(records_path: Path, fmt: str) -> Path:

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from synthaug import registry
-from synthaug.backends.base import Backend
+from synthaug.backends.base import AnyBackend
 from synthaug.errors import ConfigError
 from synthaug.records import ID_SCHEME
 from synthaug.steps.base import AnyStep, requirements
@@ -83,7 +83,8 @@ def _message_of(error: ValidationError) -> str:
     return f"{first['msg']} (unknown option)"
 
 
-def build_backend(spec: BackendSpec, *, file: str | None = None, role: str = "default") -> Backend:
+def build_backend(spec: BackendSpec, *, file: str | None = None,
+                  role: str = "default") -> AnyBackend:
     """A backend instance from its spec; bad options fail naming the field."""
     where = f"backend {role}"
     try:
@@ -160,7 +161,7 @@ class Pipeline:
             elif available is not None:
                 available = available | provided
 
-    def check_backends(self, built: dict[str, Backend]) -> None:
+    def check_backends(self, built: dict[str, AnyBackend]) -> None:
         """Fail if a step needs a capability its role's backend lacks (before any call)."""
         for label, step in self.steps:
             for use in step.uses():
@@ -201,7 +202,7 @@ class Pipeline:
                          for role, spec in self.backends.items()},
         }
 
-    def identity(self, built: dict[str, Backend]) -> dict[str, Any]:
+    def identity(self, built: dict[str, AnyBackend]) -> dict[str, Any]:
         """The run identity without the input: recipe, resolved options, seed, id scheme and
         each used role's backend identity (kind, model, endpoint or file, chat template)."""
         cfg = self.config()

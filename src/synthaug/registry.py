@@ -18,11 +18,11 @@ import yaml
 from synthaug.errors import ConfigError
 
 if TYPE_CHECKING:
-    from synthaug.backends.base import Backend
+    from synthaug.backends.base import AnyBackend
     from synthaug.steps.base import AnyStep
 
 _extra_steps: dict[str, type[AnyStep]] = {}
-_extra_backends: dict[str, type[Backend]] = {}
+_extra_backends: dict[str, type[AnyBackend]] = {}
 
 
 @cache
@@ -35,7 +35,7 @@ def register_step(name: str, cls: type[AnyStep]) -> None:
     _extra_steps[name] = cls
 
 
-def register_backend(name: str, cls: type[Backend]) -> None:
+def register_backend(name: str, cls: type[AnyBackend]) -> None:
     """Register a backend class under `name`."""
     _extra_backends[name] = cls
 
@@ -56,9 +56,9 @@ def step_class(name: str) -> type[AnyStep]:
     return cls
 
 
-def backend_class(name: str) -> type[Backend]:
+def backend_class(name: str) -> type[AnyBackend]:
     """The backend class registered as `name`."""
-    cls: type[Backend] = _load("synthaug.backends", name, _extra_backends, "backend")
+    cls: type[AnyBackend] = _load("synthaug.backends", name, _extra_backends, "backend")
     return cls
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -80,17 +80,22 @@ class Completion:
     cached: bool = field(default=False, compare=False)
 
 
-class Backend(ABC):
-    """An LLM that answers requests. Capabilities are class attributes."""
+BackendOptionsT = TypeVar("BackendOptionsT", bound=BackendOptions)
+
+
+class Backend(ABC, Generic[BackendOptionsT]):
+    """An LLM that answers requests; `options` is an instance of `Options`. Capabilities are
+    class attributes."""
 
     name: ClassVar[str]
     Options: ClassVar[type[BackendOptions]] = BackendOptions
     raw_completion: ClassVar[bool] = False
     json_schema: ClassVar[bool] = False
     logprobs: ClassVar[bool] = False
+    options: BackendOptionsT
 
     def __init__(self, options: BackendOptions) -> None:
-        self.options = options
+        self.options = cast(BackendOptionsT, options)
 
     @property
     def model(self) -> str:
@@ -115,10 +120,13 @@ class Backend(ABC):
     async def generate(self, request: Request) -> list[Completion]:
         """Return `request.n` completions, or raise a BackendError."""
 
-    async def close(self) -> None:  # noqa: B027 - optional hook
+    async def close(self) -> None:
         """Release resources (connections, model memory)."""
 
 
 def short_sha(text: str) -> str:
     """The first 16 hex digits of the SHA-256 of `text`."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+AnyBackend = Backend[Any]

@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from synthaug.backends.base import Backend, Completion, Request
+from synthaug.backends.base import AnyBackend, BackendOptions, Completion, Request
 from synthaug.backends.cache import ResponseCache, cache_key, prompt_sha
 from synthaug.backends.limits import TokenBucket
 from synthaug.errors import BackendError, FatalBackendError, RetryableError
@@ -42,13 +42,13 @@ class LLMClient:
 
     def __init__(
         self,
-        backend: Backend,
+        backend: AnyBackend,
         cache: ResponseCache | None = None,
         *,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
     ) -> None:
-        opts = backend.options
+        opts: BackendOptions = backend.options
         self.backend = backend
         self.cache = cache
         self.identity = backend.identity()

@@ -43,7 +43,7 @@ def default_model_path() -> Path:
     raise ConfigError(f"no .gguf file found in the package {DEFAULT_MODEL_PACKAGE}")
 
 
-class LlamaCppBackend(Backend):
+class LlamaCppBackend(Backend[LlamaCppOptions]):
     """Runs a GGUF model in this process; `concurrency` copies serve requests in parallel.
 
     The copies are loaded once, on first use, under a lock; `close()` closes every copy,
@@ -57,14 +57,13 @@ class LlamaCppBackend(Backend):
     logprobs = False
 
     def __init__(self, options: BackendOptions) -> None:
-        assert isinstance(options, LlamaCppOptions)
         super().__init__(options)
-        self.opts = options
         try:
             import llama_cpp  # noqa: F401
         except ImportError:
             raise MissingDependency("llama-cpp-python", "the llamacpp backend", "local") from None
-        path = Path(options.model_path) if options.model_path else default_model_path()
+        given = self.options.model_path
+        path = Path(given) if given else default_model_path()
         if not path.is_file():
             raise ConfigError(f"model file not found: {path}", field="model_path")
         self.path = path
@@ -75,7 +74,7 @@ class LlamaCppBackend(Backend):
 
     @property
     def model(self) -> str:
-        return self.opts.model or self.path.stem
+        return self.options.model or self.path.stem
 
     def identity(self) -> dict[str, Any]:
         # the GGUF's own chat template is part of the file, so name and size cover it
@@ -84,8 +83,8 @@ class LlamaCppBackend(Backend):
 
     @property
     def chat_template(self) -> str | None:
-        if self.opts.chat_template:
-            return self.opts.chat_template
+        if self.options.chat_template:
+            return self.options.chat_template
         if self._template is None:
             self._template = _read_chat_template(self.path)
         return self._template or None
@@ -95,9 +94,9 @@ class LlamaCppBackend(Backend):
 
         return Llama(
             model_path=str(self.path),
-            n_threads=self.opts.n_threads,
-            n_threads_batch=self.opts.n_threads,
-            n_ctx=self.opts.n_ctx,
+            n_threads=self.options.n_threads,
+            n_threads_batch=self.options.n_threads,
+            n_ctx=self.options.n_ctx,
             verbose=False,
         )
 
@@ -106,7 +105,7 @@ class LlamaCppBackend(Backend):
         async with self._pool_lock:
             if self._pool is None:
                 pool: asyncio.Queue[Any] = asyncio.Queue()
-                for _ in range(self.opts.concurrency):
+                for _ in range(self.options.concurrency):
                     try:
                         llm = await asyncio.to_thread(self._load)
                     except (ValueError, RuntimeError, OSError) as exc:

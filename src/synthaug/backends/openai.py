@@ -39,7 +39,7 @@ class OpenAIOptions(BackendOptions):
     stream: bool = True
 
 
-class OpenAIBackend(Backend):
+class OpenAIBackend(Backend[OpenAIOptions]):
     """Talks to `/chat/completions` and `/completions` over HTTP with aiohttp."""
 
     name = "openai"
@@ -49,50 +49,49 @@ class OpenAIBackend(Backend):
     logprobs = True
 
     def __init__(self, options: BackendOptions) -> None:
-        assert isinstance(options, OpenAIOptions)
         super().__init__(options)
-        self.opts = options
-        key = options.api_key.get_secret_value() if options.api_key else os.environ.get(
-            options.api_key_env, ""
+        opts = self.options
+        key = opts.api_key.get_secret_value() if opts.api_key else os.environ.get(
+            opts.api_key_env, ""
         )
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._base = options.base_url.rstrip("/")
+        self._base = opts.base_url.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
         # a non-streamed reply legitimately sends nothing until it is done: no idle limit
         self._timeout = aiohttp.ClientTimeout(
-            total=options.timeout, sock_connect=options.connect_timeout,
-            sock_read=options.idle_timeout if options.stream else None)
+            total=opts.timeout, sock_connect=opts.connect_timeout,
+            sock_read=opts.idle_timeout if opts.stream else None)
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:  # created inside the running loop
             self._session = aiohttp.ClientSession(
                 headers=self._headers,
                 timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=self.opts.concurrency),
+                connector=aiohttp.TCPConnector(limit=self.options.concurrency),
             )
         return self._session
 
     def identity(self) -> dict[str, Any]:
-        return {**super().identity(), "base_url": self.opts.base_url}
+        return {**super().identity(), "base_url": self.options.base_url}
 
     async def generate(self, request: Request) -> list[Completion]:
         chat = request.messages is not None
-        if self.opts.endpoint == "completions" and chat:
+        if self.options.endpoint == "completions" and chat:
             raise FatalBackendError("this backend is set to the completions endpoint only")
         body = _chat_body(request) if chat else _completion_body(request)
         path = "/chat/completions" if chat else "/completions"
         if request.json_schema is not None:
             body["response_format"] = _response_format(request.json_schema,
-                                                       self.opts.schema_format)
+                                                       self.options.schema_format)
         body["model"] = self.model
-        if self.opts.stream:
+        if self.options.stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
         return await self._post(path, body, chat)
 
     async def _post(self, path: str, body: dict[str, Any], chat: bool) -> list[Completion]:
         """POST `body` and read the reply (an event stream or one JSON body)."""
-        opts = self.opts
+        opts = self.options
         try:
             async with self._http().post(self._base + path, json=body) as response:
                 status = response.status
@@ -179,8 +178,8 @@ def _response_format(schema: dict[str, Any], style: str) -> dict[str, Any]:
 
 
 def _parse(data: dict[str, Any], chat: bool) -> list[Completion]:
-    usage = data.get("usage") or {}
     choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
+    prompt_tokens, completion_tokens = _split_usage(data.get("usage") or {}, len(choices))
     out = []
     for choice in choices:
         text = (choice.get("message") or {}).get("content") if chat else choice.get("text")
@@ -189,11 +188,18 @@ def _parse(data: dict[str, Any], chat: bool) -> list[Completion]:
         out.append(Completion(
             text=text,
             finish_reason=choice.get("finish_reason"),
-            prompt_tokens=int(usage.get("prompt_tokens") or 0) // max(len(choices), 1),
-            completion_tokens=int(usage.get("completion_tokens") or 0) // max(len(choices), 1),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
             logprobs=_logprobs(choice.get("logprobs")),
         ))
     return out
+
+
+def _split_usage(usage: dict[str, Any], choices: int) -> tuple[int, int]:
+    """(prompt, completion) tokens a choice: the reply's usage split evenly."""
+    share = max(choices, 1)
+    return (int(usage.get("prompt_tokens") or 0) // share,
+            int(usage.get("completion_tokens") or 0) // share)
 
 
 def _logprobs(value: Any) -> list[float] | None:
@@ -248,9 +254,7 @@ class _Assembly:
 
     def completions(self) -> list[Completion]:
         """One completion per choice seen, by index; usage split evenly as for a body."""
-        n = max(len(self.texts), 1)
-        prompt_tokens = int(self.usage.get("prompt_tokens") or 0) // n
-        completion_tokens = int(self.usage.get("completion_tokens") or 0) // n
+        prompt_tokens, completion_tokens = _split_usage(self.usage, len(self.texts))
         return [Completion(text="".join(self.texts[i]), finish_reason=self.finish.get(i),
                            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                            logprobs=self.logprobs.get(i))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from synthaug import identity, manifest
-from synthaug.backends.base import Backend
+from synthaug.backends.base import AnyBackend
 from synthaug.errors import ConfigError
 from synthaug.io import OUTPUT_FILES, check_format, data_file, decode_line
 from synthaug.pipeline import Pipeline, build_backend
@@ -27,7 +27,7 @@ class Plan:
 
     input_path: Path | None
     requirements: dict[str, tuple[type, ...]]
-    backends: dict[str, Backend]
+    backends: dict[str, AnyBackend]
     identity: dict[str, Any]
 
 
@@ -38,7 +38,7 @@ async def prepare(pipeline: Pipeline, *, out_dir: Path, input_path: Path | None,
     for fmt in formats:
         check_format(fmt)
     pipeline.check(first_fields(source) if source else set())
-    backends: dict[str, Backend] = {}
+    backends: dict[str, AnyBackend] = {}
     try:
         for role in pipeline.roles():
             backends[role] = build_backend(pipeline.backends[role], file=pipeline.source,

@@ -73,7 +73,7 @@ class FakeOptions(BackendOptions):
     max_retries: int = Field(1, ge=0)
 
 
-class FakeBackend(Backend):
+class FakeBackend(Backend[FakeOptions]):
     """Answers from a `Script` in this process; can do everything a step may ask for."""
 
     name = "fake"
@@ -83,11 +83,11 @@ class FakeBackend(Backend):
     logprobs = True
 
     def __init__(self, options: BackendOptions) -> None:
-        assert isinstance(options, FakeOptions)
         super().__init__(options)
-        if options.script not in _SCRIPTS:
-            raise ConfigError(f"no fake script named {options.script!r}", field="script")
-        self.script = _SCRIPTS[options.script]
+        name = self.options.script
+        if name not in _SCRIPTS:
+            raise ConfigError(f"no fake script named {name!r}", field="script")
+        self.script = _SCRIPTS[name]
 
     def identity(self) -> dict[str, Any]:
         return {**super().identity(), "script": self.script.name}

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from synthaug import cli_curate, manifest, registry
+from synthaug import cli_curate, cli_sandbox, manifest, registry
 from synthaug.cli_common import status_code, user_errors
 from synthaug.errors import ConfigError
 from synthaug.executors.local import LocalExecutor, RunConfig, RunState
@@ -211,6 +211,7 @@ def _manifest_of(out: Path) -> dict[str, Any]:
 
 for _name, _command in cli_curate.COMMANDS.items():
     app.command(_name)(_command)  # type: ignore[type-var]
+app.add_typer(cli_sandbox.app, name="sandbox")
 
 
 def main() -> None:

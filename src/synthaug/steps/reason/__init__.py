@@ -1,0 +1,1 @@
+"""Reasoning data and self-improvement: methods built on the verifiers."""

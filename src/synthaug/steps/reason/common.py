@@ -1,0 +1,65 @@
+"""What the reasoning methods share: few-shot chain-of-thought prompts, solution steps,
+equation lists, and the verifier verdict a kept record carries in `_meta`."""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from synthaug.records import Record
+from synthaug.steps.llm import Prompt
+from synthaug.verify.answers import Verdict
+
+COT_INSTRUCTION = ("Solve the problem step by step. Write one step per line and end with "
+                   "a line of the form 'The answer is N.'")
+_EQUATION = re.compile(
+    r"(?:<<)?([-+*/().\d\s,x×÷^%$]+?=\s*\$?-?[\d,]*\.?\d+)(?:>>)?")
+
+
+@cache
+def cot_shots() -> tuple[dict[str, str], ...]:
+    """The shipped chain-of-thought exemplars (question, solution)."""
+    text = resources.files("synthaug.data").joinpath("math_cot_shots.jsonl").read_text("utf-8")
+    return tuple(json.loads(line) for line in text.splitlines() if line.strip())
+
+
+def solve_prompt(question: str, shots: int = 4, *, hint: str | None = None) -> Prompt:
+    """Chat messages asking for a step-by-step solution after `shots` worked examples.
+
+    `hint` (a gold answer) is appended to the question: STaR's rationalization prompt.
+    """
+    messages: list[dict[str, str]] = [{"role": "system", "content": COT_INSTRUCTION}]
+    for shot in cot_shots()[:shots]:
+        messages += [{"role": "user", "content": shot["question"]},
+                     {"role": "assistant", "content": shot["solution"]}]
+    asked = question if hint is None else f"{question}\n(The correct answer is {hint}.)"
+    messages.append({"role": "user", "content": asked})
+    return messages
+
+
+def solution_steps(solution: str) -> list[str]:
+    """A solution's steps: its non-empty lines (sentences when it is a single line)."""
+    lines = [line.strip() for line in solution.splitlines() if line.strip()]
+    if len(lines) == 1:
+        lines = [s.strip() for s in re.split(r"(?<=[.!?])\s+(?=[A-Z])", lines[0]) if s.strip()]
+    return lines
+
+
+def equations(solution: str) -> tuple[str, ...]:
+    """The equations a solution writes, normalized (RFT's key for distinct reasoning paths)."""
+    found = []
+    for match in _EQUATION.finditer(solution):
+        text = re.sub(r"[\s$,]", "", match.group(1)).replace("×", "*").replace("÷", "/")
+        if any(op in text.split("=")[0] for op in "+-*/^%"):
+            found.append(text)
+    return tuple(found)
+
+
+def verified(record: Record, verdict: Verdict, **extra: Any) -> Record:
+    """`record` with the verifier verdict in `_meta.verifier` (kept records carry it)."""
+    meta = dict(record.get("_meta", {}))
+    meta["verifier"] = {**verdict.as_meta(), **extra}
+    return {**record, "_meta": meta}

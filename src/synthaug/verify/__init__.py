@@ -1,0 +1,1 @@
+"""Verifiers: a code sandbox (`sandbox`) and a math answer checker (`answers`)."""

@@ -20,6 +20,9 @@ DOCS = Path(__file__).parent
 NOTE = ("**Sample from the embedded SmolLM2-135M model** (offline, `make demo`-style run with "
         "a small limit). A 135M model shows that the pipeline runs end to end; it does not show "
         "what the data of a capable teacher model looks like.")
+NO_MODEL_NOTE = ("**Sample of a real run** (offline, a small count). This recipe calls no model "
+                 "(not even the embedded SmolLM2-135M): every record is computed and checked "
+                 "in code.")
 
 
 def capture(folder: Path, name: str) -> None:
@@ -119,7 +122,9 @@ def page(name: str, path: Path) -> str:
         sample = json.loads(sample_path.read_text())
         counts = {label: {k: s[k] for k in ("in", "out", "dropped", "failures")}
                   for label, s in sample["steps"].items()}
-        lines += [NOTE, "", f"Counts of that run: `{json.dumps(counts)}`", ""]
+        calls = sum(s.get("llm_samples", 0) for s in sample["steps"].values())
+        lines += [NOTE if calls else NO_MODEL_NOTE, "",
+                  f"Counts of that run: `{json.dumps(counts)}`", ""]
         changed = _changed(recipe, sample.get("options", {}))
         if changed:
             lines += [f"Options that run changed from the recipe's: `{json.dumps(changed)}`", ""]

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from synthaug import registry
+from synthaug.io import data_file
 from synthaug.pipeline import load_recipe
 from synthaug.testing import FakeOpenAIServer, Reply
+from synthaug.verify.answers import gold_of
 from tests.conftest import run, write_jsonl
 from tests.recipe_helpers import prompt_of, recipe_pipeline
 
@@ -40,6 +43,81 @@ def reply(body: dict[str, Any]) -> Reply:
     return Reply(text=ANY)
 
 
+# verified recipes keep only what a verifier accepts, so their scripted model must be right
+# (and, where a method learns from mistakes, wrong on purpose)
+GOLD = {row["question"]: gold_of(row["answer"]) for row in map(
+    json.loads, data_file("math_word_problems.jsonl").read_text().splitlines())}
+FIRST = next(iter(GOLD))
+
+
+def solved(text: str) -> str | None:
+    """A correct worked answer to the shipped math problem the prompt asks about."""
+    question = next((q for q in GOLD if q in text), None)
+    return f"2 + 2 = 4.\nThe answer is {GOLD[question]}." if question else None
+
+
+def right_then_wrong(text: str) -> str | None:
+    """Right on the first shipped problem, wrong on the others (mistakes to learn from)."""
+    if "Compose one new problem" in text:
+        return "Problem: What is 2 + 2?\nSolution: 2 + 2 = 4.\nThe answer is 4.\nAnswer: 4"
+    if "Reference answer:" in text:  # LLM2LLM's teacher: a new example with its answer
+        return "Question: What is 2 + 2?\nSolution: 2 + 2 = 4.\nAnswer: 4"
+    question = next((q for q in GOLD if q in text), None)
+    if question is None:
+        return None
+    if "Original Solution:" in text:
+        return ("Incorrect Step: Step 1.\nExplanation: it misreads the problem.\n"
+                f"Correct Solution:\n{{\nStep 1: The answer is {GOLD[question]}.\n}}")
+    wrong = GOLD[question] if question == FIRST else GOLD[question] + "1"
+    return f"The answer is {wrong}."
+
+
+def code(text: str) -> str | None:
+    """Programs, tests and puzzles that run correctly in the sandbox."""
+    table = [("Let's write a Python program", "```python\nprint(45 * 3 + 38 * 3)\n```"),
+             ("examples = [", "```python\nexamples = [dict(text='hello'), dict(text='sky')]\n```"),
+             ("# Programming puzzles", "s: str, n=3):\n    return s == 'ab' * n  #"),
+             ("# Each g()", "\n    return 'ab' * n  #"),
+             ("interview questions", "1. Write add(a, b) that returns the sum of a and b."),
+             ("[TESTS]", "[TESTS]\nassert add(1, 2) == 3\n[/TESTS]"),
+             ("[PYTHON]", "[PYTHON]\ndef add(a, b):\n    return a + b\n[/PYTHON]")]
+    for cue, answer in table:
+        if text.startswith(cue) or (not cue.startswith("#") and cue in text):
+            return answer
+    return solved(text)
+
+
+def coq(text: str) -> str | None:
+    """A Coq statement, its grade and a proof coqc accepts (the negation's proof fails)."""
+    if "Translate the math problem into a single Coq theorem" in text:
+        return "Theorem t : forall n : nat, n + 0 = n."
+    if "Grade: G" in text:
+        return "It matches.\nGrade: good"
+    return "Proof. intros n. lia. Qed." if "Prove the Coq theorem" in text else None
+
+
+SCRIPTED: dict[str, Callable[[str], str | None]] = {
+    **dict.fromkeys(("rft", "star", "rest-em", "self-consistency"), solved),
+    **dict.fromkeys(("metamath", "mmiqc", "lema", "math-shepherd", "llm2llm"),
+                    right_then_wrong),
+    **dict.fromkeys(("mathinstruct-pot", "case2code", "programming-puzzles",
+                     "code-test-feedback"), code),
+    "formal-proof": coq,
+}
+NO_MODEL = {"amps-procedural"}  # sympy-generated problems: no model call at all
+
+
+def reply_for(name: str) -> Callable[[dict[str, Any]], Reply]:
+    """The scripted server's answers for one recipe."""
+    scripted = SCRIPTED.get(name)
+
+    def answer(body: dict[str, Any]) -> Reply:
+        found = scripted(prompt_of(body)) if scripted else None
+        return Reply(text=found) if found is not None else reply(body)
+
+    return answer
+
+
 @pytest.mark.parametrize("name", sorted(registry.recipe_files()))
 def test_recipe_runs_against_a_url(name: str, tmp_path: Path) -> None:
     recipe = load_recipe(registry.recipe_files()[name])
@@ -55,15 +133,18 @@ def test_recipe_runs_against_a_url(name: str, tmp_path: Path) -> None:
             sets[label] = {"target": 2, "prompts_per_round": 1}
         if step.use == "evol-instruct":
             sets[label] = {"rounds": 1}
+        if step.use == "math-procedural":
+            sets[label] = {"count": 12}
     data = None
     if name == "text-generation":
         data = write_jsonl(tmp_path / "in.jsonl", [{"instruction": "hi"}])
-    with FakeOpenAIServer(reply) as server:
+    with FakeOpenAIServer(reply_for(name)) as server:
         state = run(recipe_pipeline(name, server.url, sets=sets), tmp_path / "out", data,
                     limit=2)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["recipe"] == name
-    assert state.clients and sum(c.calls for c in state.clients.values()) > 0
+    calls = sum(c.calls for c in state.clients.values())
+    assert calls == 0 if name in NO_MODEL else calls > 0
     assert state.steps[-1].outputs > 0, "the last step made no records"
     assert state.written == state.steps[-1].outputs
 
@@ -80,4 +161,5 @@ def test_recipe_docs_are_generated_from_the_code() -> None:
     for name, path in registry.recipe_files().items():
         committed = (root / "docs" / "recipes" / f"{name}.md").read_text(encoding="utf-8")
         assert module.page(name, path) == committed, f"run python docs/make_recipe_docs.py ({name})"
-        assert "135M" in committed  # every page shows a labelled embedded-model sample
+        # every page shows a labelled sample: from the embedded model, or a model-free run
+        assert "135M" in committed or "calls no model" in committed

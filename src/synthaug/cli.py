@@ -47,7 +47,8 @@ def run(
         min=0, help="Read at most N input records.")] = None,
     seed: Annotated[int | None, typer.Option(help="Run seed.")] = None,
     fmt: Annotated[list[str] | None, typer.Option(
-        "--format", help="Extra output: parquet, hf, sft (TRL messages) or alpaca.")] = None,
+        "--format", help="Extra output: parquet, hf, sft (TRL messages), alpaca or prm "
+        "(TRL stepwise rewards).")] = None,
     sets: Annotated[list[str] | None, typer.Option(
         "--set", help="Step option, STEP.FIELD=VALUE or STEP.SUB.FIELD=VALUE, e.g. "
         "generate.sampling.temperature=0.2 (repeatable).")] = None,

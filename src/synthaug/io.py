@@ -28,12 +28,12 @@ CORRUPT = "records.corrupt.jsonl"
 # what a run writes in its output folder (the cache is kept on --overwrite: its keys hold
 # the backend identity, so another model never reads the old answers)
 OUTPUT_FILES = ("records.jsonl", CORRUPT, "manifest.json", "records.parquet",
-                "records.sft.jsonl", "records.alpaca.jsonl",
+                "records.sft.jsonl", "records.alpaca.jsonl", "records.prm.jsonl",
                 *(f"{kind}.jsonl" for kind in SIDE_KINDS))
 # format -> (package, feature, extra) of the optional dependency it needs, if any
 FORMATS: dict[str, tuple[str, str, str] | None] = {
     "jsonl": None, "parquet": ("pyarrow", "Parquet output", "parquet"),
-    "hf": ("datasets", "Hugging Face output", "hf"), "sft": None, "alpaca": None}
+    "hf": ("datasets", "Hugging Face output", "hf"), "sft": None, "alpaca": None, "prm": None}
 _TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
                list: "a list", dict: "an object", type(None): "null"}
 
@@ -326,10 +326,10 @@ def export(records_path: Path, fmt: str) -> Path:
         target = records_path.parent / "hf"
         datasets.Dataset.from_list(rows).save_to_disk(str(target))
         return target
-    from synthaug.shapes import to_alpaca, to_sft
+    from synthaug.shapes import to_alpaca, to_prm, to_sft
 
     target = records_path.with_name(f"records.{fmt}.jsonl")
-    convert = to_sft if fmt == "sft" else to_alpaca
+    convert = {"sft": to_sft, "alpaca": to_alpaca, "prm": to_prm}[fmt]
     with target.open("w", encoding="utf-8") as handle:
         for row in rows:
             shaped = convert(row)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from synthaug import registry
 from synthaug.backends.base import AnyBackend
-from synthaug.errors import ConfigError
+from synthaug.errors import ConfigError, SynthaugError
 from synthaug.records import ID_SCHEME
 from synthaug.steps.base import AnyStep, requirements
 from synthaug.steps.llm import Sampling
@@ -146,6 +146,10 @@ class Pipeline:
         """Fail if a step needs a field nothing provides, or names an unknown backend role."""
         available = input_fields
         for label, step in self.steps:
+            try:
+                step.prepare()
+            except SynthaugError as exc:
+                raise ConfigError(str(exc), file=self.source, step=label) from None
             for use in step.uses():
                 if use.role not in self.backends:
                     raise ConfigError(f"unknown backend role '{use.role}'; the recipe defines "

@@ -1,4 +1,5 @@
-"""Training-data shapes: TRL's SFT `messages` and Alpaca `instruction`/`input`/`output`."""
+"""Training-data shapes: TRL's SFT `messages`, Alpaca `instruction`/`input`/`output`, and
+TRL's process-reward (stepwise supervision) `prompt`/`completions`/`labels`."""
 
 from __future__ import annotations
 
@@ -44,3 +45,22 @@ def to_sft(record: Record) -> dict[str, Any] | None:
     if isinstance(system, str) and system:
         messages.insert(0, {"role": "system", "content": system})
     return {"messages": messages}
+
+
+def to_prm(record: Record) -> dict[str, Any] | None:
+    """{prompt, completions, labels}: a problem, its solution steps and one bool per step.
+
+    Takes records already in that shape, or step-labelled ones (`steps` and `labels` beside
+    the problem, e.g. from `step-labels`); None for any other record.
+    """
+    prompt = record.get("prompt") if isinstance(record.get("prompt"), str) else \
+        _first(record, _INSTRUCTION)
+    steps = record.get("completions", record.get("steps"))
+    labels = record.get("labels")
+    if prompt is None or not isinstance(steps, list) or not isinstance(labels, list):
+        return None
+    if len(steps) != len(labels) or not steps:
+        return None
+    if not all(isinstance(s, str) for s in steps):
+        return None
+    return {"prompt": prompt, "completions": steps, "labels": [bool(v) for v in labels]}

@@ -1,7 +1,9 @@
 """The LLM client every step talks to: cache, in-flight limit, rate limits, retries, validation.
 
 It wraps any `Backend`, so this logic exists once. One client per backend instance:
-every step sharing a backend shares its in-flight limit.
+every step sharing a backend shares its in-flight limit. Between rounds of self-training a
+client can `switch` to a new backend of the same kind (a newly trained model): stats, limits
+and cache stay; the new backend's identity keys its own cache entries.
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ import asyncio
 import dataclasses
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
 
 from synthaug.backends.base import AnyBackend, BackendOptions, Completion, Request
 from synthaug.backends.cache import ResponseCache, cache_key, prompt_sha
 from synthaug.backends.limits import TokenBucket
-from synthaug.errors import BackendError, FatalBackendError, RetryableError
+from synthaug.errors import BackendError, ConfigError, FatalBackendError, RetryableError
 
 log = logging.getLogger(__name__)
 Validator = Callable[[str], object]
@@ -139,9 +144,48 @@ class LLMClient:
         log.debug("retrying in %.2fs (attempt %d)", delay, attempt + 1)
         await asyncio.sleep(delay)
 
+    async def switch(self, backend: AnyBackend) -> None:
+        """Answer from `backend` from now on and close the old one.
+
+        Waits until no call is in flight; the stats, limits and cache stay (the cache is keyed
+        by backend identity, so the new model never gets the old model's answers).
+        """
+        held = 0
+        try:
+            for _ in range(self.concurrency):
+                await self._slots.acquire()
+                held += 1
+            old, self.backend = self.backend, backend
+            self.identity = backend.identity()
+        finally:
+            for _ in range(held):
+                self._slots.release()
+        if old is not backend:
+            await old.close()
+
     async def close(self) -> None:
         """Close the backend."""
         await self.backend.close()
+
+
+def with_options(backend: AnyBackend, overrides: Mapping[str, Any]) -> AnyBackend:
+    """A new backend of `backend`'s kind with `overrides` applied to its options (validated).
+
+    Secrets are refused (pass keys through `api_key_env`): overrides are stored in the output
+    folder so that a resumed run can apply them again.
+    """
+    secret = [k for k in overrides if "key" in k.lower() and not k.lower().endswith("_env")]
+    if secret:
+        raise ConfigError("a backend switch may not carry secrets; pass keys through "
+                          "api_key_env", field=secret[0])
+    cls = type(backend)
+    try:
+        options = cls.Options.model_validate({**backend.options.model_dump(), **overrides})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or None
+        raise ConfigError(f"backend switch: {first['msg']}", field=where) from None
+    return cls(options)
 
 
 def _reseeded(request: Request, attempt: int, n: int) -> Request:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import ExitStack
@@ -138,6 +139,8 @@ class LocalExecutor:
         if cfg.overwrite:
             for name in OUTPUT_FILES:
                 (cfg.out_dir / name).unlink(missing_ok=True)
+            # per-round data and stored between-rounds results: a fresh run trains again
+            shutil.rmtree(cfg.out_dir / "rounds", ignore_errors=True)
         with ExitStack() as opened:
             side = SideWriter(cfg.out_dir)
             opened.callback(side.close)
@@ -161,7 +164,8 @@ class LocalExecutor:
             ctx = StepContext(label=label, recipe=pipeline.name, seed=pipeline.seed,
                               stats=stats, side=files.side,
                               clients={role: clients[role] for role in roles},
-                              main_role=roles[0] if roles else None)
+                              main_role=roles[0] if roles else None,
+                              out_dir=self.config.out_dir)
             queue: asyncio.Queue[Any] = asyncio.Queue(self.config.queue_size)
             output = _counted(step.run(_counted_in(stream, stats), ctx), stats)
             pumps.append(asyncio.create_task(pipe(output, queue)))

@@ -7,7 +7,8 @@
     │   └── LLMStep    prompt(record, ctx) -> messages|str; parse(record, reply, ctx) -> records
     ├── Generator  generate(pool, ctx) -> stream   (from nothing or a small pool)
     ├── Global     observe(record, ctx) -> records; finish(ctx) -> records   (stateful)
-    └── Rounds     round(i, ctx) -> records        (repeats with state; hook between rounds)
+    └── Rounds     round(i, ctx) -> records        (repeats with state; a hook between
+                                                    rounds may switch the model)
 
 Any family reaches models through the context (`ctx.generate`), declaring the roles it calls
 in `uses()`; failures follow `ctx.attempt`, the same way everywhere.
@@ -16,15 +17,17 @@ in `uses()`; failures follow `ctx.attempt`, the same way everywhere.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from synthaug.errors import ParseError, RecordError, StepError
-from synthaug.records import Record
+from synthaug.records import Record, dumps, stable_hash
 from synthaug.steps.context import StepContext
 from synthaug.steps.llm import Prompt, Reply, Sampling, Uses
 from synthaug.streams import concurrent_map
@@ -80,6 +83,9 @@ class Step(ABC, Generic[OptionsT]):
     def uses(self) -> list[Uses]:
         """The backend roles this step calls (the first is its main one); [] if none."""
         return []
+
+    def prepare(self) -> None:
+        """Check what the step needs of this machine (a tool, isolation) before any call."""
 
     @abstractmethod
     def run(self, stream: AsyncIterator[Record], ctx: StepContext) -> AsyncIterator[Record]:
@@ -262,19 +268,36 @@ class RoundsOptions(StepOptions):
     """Options of a step that runs in rounds."""
 
     rounds: int = Field(3, ge=1)
-    between_rounds: str | None = None  # shell command run after each round
+    # shell command run after each round (e.g. training on the round's records); it gets
+    # SYNTHAUG_ROUND, SYNTHAUG_STEP, SYNTHAUG_ROUND_DATA (the round's records, JSONL),
+    # SYNTHAUG_ROLE and SYNTHAUG_MODEL; a JSON object on its last stdout line, e.g.
+    # {"model": "sft-r1", "base_url": "http://..."} or {"role": "policy", "options": {...}},
+    # switches that backend role to the new model for the next round
+    between_rounds: str | None = None
 
 
 RoundsOptionsT = TypeVar("RoundsOptionsT", bound=RoundsOptions)
 
 
 class Rounds(Step[RoundsOptionsT]):
-    """Repeats `round` with state held on the step; a shell hook may run between rounds."""
+    """Repeats `round` with state held on the step; a shell hook may run between rounds and
+    switch the model the next round uses.
+
+    Each round's model and record count go to the manifest (`ctx.note_round` adds more). With
+    `between_rounds`, the round's records are written to OUT/rounds/STEP/round-N.jsonl, the
+    command runs, and its result is kept in round-N.switch.json: a rerun of the same output
+    folder that makes the same round data applies the stored result instead of running the
+    command again.
+    """
 
     Options: ClassVar[type[StepOptions]] = RoundsOptions
 
     def provides(self) -> set[str] | None:
         return None
+
+    def planned_rounds(self) -> int:
+        """How many rounds to run (default: the `rounds` option)."""
+        return self.options.rounds
 
     @abstractmethod
     async def start(self, pool: list[Record], ctx: StepContext) -> None:
@@ -286,19 +309,91 @@ class Rounds(Step[RoundsOptionsT]):
 
     async def run(self, stream: AsyncIterator[Record], ctx: StepContext) -> AsyncIterator[Record]:
         await self.start([record async for record in stream], ctx)
-        for index in range(self.options.rounds):
+        for index in range(self.planned_rounds()):
+            ctx.note_round(index, model=ctx.model())
             records, stop = await self.round(index, ctx)
+            ctx.note_round(index, records=len(records))
             for record in records:
                 yield record
             if stop:
                 break
             if self.options.between_rounds:
-                await _run_hook(self.options.between_rounds, index, ctx.label)
+                await between_rounds(self.options.between_rounds, index, records, ctx)
 
 
-async def _run_hook(command: str, index: int, label: str) -> None:
-    env = {**os.environ, "SYNTHAUG_ROUND": str(index), "SYNTHAUG_STEP": label}
-    proc = await asyncio.create_subprocess_shell(command, env=env)
-    code = await proc.wait()
-    if code != 0:
-        raise StepError(f"step {label}: between-rounds command exited {code}: {command}")
+async def between_rounds(command: str, index: int, records: list[Record],
+                         ctx: StepContext) -> None:
+    """Run `command` after round `index` (or reuse its stored result) and apply its switch."""
+    data = ctx.round_file(index, ".jsonl")
+    text = "".join(dumps(record) + "\n" for record in records)
+    data.write_text(text, encoding="utf-8")
+    digest = stable_hash(text)
+    done = ctx.round_file(index, ".switch.json")
+    stored = _stored_result(done, command, digest)
+    if stored is not None:
+        ctx.note_round(index, hook="reused")
+        await _apply(stored.get("switch"), index, ctx)
+        return
+    switch = await _run_hook(command, index, data, ctx)
+    ctx.note_round(index, hook="ran")
+    await _apply(switch, index, ctx)
+    result = {"round": index, "command": command, "data": digest, "switch": switch}
+    partial = done.with_suffix(".tmp")
+    partial.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    partial.replace(done)
+
+
+def _stored_result(path: Path, command: str, digest: str) -> dict[str, Any] | None:
+    """The stored result of `command` for a round, if a previous run finished it on the same
+    round data (different data, e.g. problems that failed before: the command runs again)."""
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(found, dict) or (found.get("command"), found.get("data")) != \
+            (command, digest):
+        return None
+    return found
+
+
+async def _apply(switch: Any, index: int, ctx: StepContext) -> None:
+    if not switch:
+        return
+    model = await ctx.switch_backend(switch["role"], switch["options"])
+    ctx.note_round(index, switched_to={"role": switch["role"], "model": model})
+
+
+async def _run_hook(command: str, index: int, data: Path, ctx: StepContext) -> Any:
+    """Run the command; its stdout goes to round-N.log; returns the switch it asks for."""
+    role = ctx.main_role or ""
+    env = {**os.environ, "SYNTHAUG_ROUND": str(index), "SYNTHAUG_STEP": ctx.label,
+           "SYNTHAUG_ROUND_DATA": str(data), "SYNTHAUG_ROLE": role,
+           "SYNTHAUG_MODEL": ctx.model() or ""}
+    proc = await asyncio.create_subprocess_shell(command, env=env,
+                                                 stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    text = out.decode("utf-8", errors="replace")
+    ctx.round_file(index, ".log").write_text(text, encoding="utf-8")
+    if proc.returncode != 0:
+        raise StepError(f"step {ctx.label}: between-rounds command exited {proc.returncode} "
+                        f"after round {index}: {command}")
+    return _switch_request(text, role, ctx.label)
+
+
+def _switch_request(stdout: str, role: str, label: str) -> dict[str, Any] | None:
+    """{role, options} from a JSON object on the last stdout line; None if it prints none."""
+    lines = [line.strip() for line in stdout.splitlines() if line.strip()]
+    if not lines or not lines[-1].startswith("{"):
+        return None
+    try:
+        asked = json.loads(lines[-1])
+    except ValueError as exc:
+        raise StepError(f"step {label}: the between-rounds command's last line is not valid "
+                        f"JSON ({exc}): {lines[-1][:200]}") from None
+    options = asked.pop("options", {}) if isinstance(asked, dict) else None
+    if not isinstance(asked, dict) or not isinstance(options, dict):
+        raise StepError(f"step {label}: the between-rounds command's last line must be a JSON "
+                        f"object like {{\"model\": ...}}: {lines[-1][:200]}")
+    chosen = asked.pop("role", None) or role
+    options = {**options, **asked}
+    return {"role": chosen, "options": options} if options else None

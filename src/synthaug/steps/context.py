@@ -5,19 +5,26 @@ seed=...)` returns a `Reply` carrying its provenance, `ctx.derive(parents, field
 *replies)` stamps that provenance on a new record, and `await ctx.attempt(work, item)` is the
 one failure policy (a failed call or unusable reply becomes a failure row with its input and
 reason; a record unfit for the step becomes a reject).
+
+Steps that run in rounds keep per-round facts with `ctx.note_round(i, **facts)` (the manifest
+shows them under the step's `rounds`), files per round under `ctx.round_file(i, suffix)`
+(OUT/rounds/STEP/), and may point a role at a new model with `await ctx.switch_backend(...)`.
 """
 
 from __future__ import annotations
 
 import random
+import re
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from synthaug.backends.cache import prompt_sha
-from synthaug.backends.client import LLMClient
+from synthaug.backends.client import LLMClient, with_options
 from synthaug.errors import BackendError, ConfigError, ParseError, RecordError
 from synthaug.records import Record, content, derive, meta, record_id, stable_hash
 from synthaug.steps.llm import Prompt, Reply, Sampling, make_request, provenance
@@ -49,15 +56,29 @@ class StepStats:
     seconds: float = 0.0
     done: bool = False
     notes: Counter[str] = field(default_factory=Counter)
+    rounds: list[dict[str, Any]] = field(default_factory=list)  # per-round facts, in order
 
     def as_dict(self) -> dict[str, Any]:
-        """A JSON-able summary."""
-        return {
+        """A JSON-able summary (with `rounds` for a step that ran in rounds)."""
+        found = {
             "in": self.inputs, "out": self.outputs, "dropped": dict(self.dropped),
             "rejects": self.rejects, "failures": self.failures,
             "llm_samples": self.calls, "cache_hits": self.cache_hits,
             "seconds": round(self.seconds, 3), "notes": dict(self.notes),
         }
+        if self.rounds:
+            found["rounds"] = [dict(entry) for entry in self.rounds]
+        return found
+
+    def note_round(self, index: int, **facts: Any) -> dict[str, Any]:
+        """Merge `facts` into round `index`'s entry (created on first use); returns it."""
+        for entry in self.rounds:
+            if entry["round"] == index:
+                entry.update(facts)
+                return entry
+        entry = {"round": index, **facts}
+        self.rounds.append(entry)
+        return entry
 
 
 @dataclass
@@ -71,6 +92,7 @@ class StepContext:
     side: SideFiles
     clients: dict[str, LLMClient] = field(default_factory=dict)
     main_role: str | None = None
+    out_dir: Path | None = None  # the run's output folder (None: a scratch folder on demand)
 
     # -- side files ---------------------------------------------------------------------
     def drop(self, record: Record, reason: str, detail: str | None = None) -> None:
@@ -108,6 +130,20 @@ class StepContext:
             self.fail(item, str(exc))
         return None
 
+    # -- rounds -------------------------------------------------------------------------
+    def note_round(self, index: int, **facts: Any) -> None:
+        """Record facts about round `index` (kept records, threshold, model...): the manifest
+        lists them under the step's `rounds`."""
+        self.stats.note_round(index, **facts)
+
+    def round_file(self, index: int, suffix: str) -> Path:
+        """OUT/rounds/STEP/round-INDEX{suffix} (its folder created): a round's own files."""
+        if self.out_dir is None:
+            self.out_dir = Path(tempfile.mkdtemp(prefix="synthaug-rounds-"))
+        folder = self.out_dir / "rounds" / re.sub(r"[^A-Za-z0-9._-]", "_", self.label)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"round-{index}{suffix}"
+
     # -- randomness -----------------------------------------------------------------------
     def seed_for(self, key: Record | None, *salt: Any) -> int:
         """A seed from the run seed, this step, the record's id (if any) and `salt`."""
@@ -127,6 +163,28 @@ class StepContext:
             raise ConfigError(f"calls backend role '{name}' it did not declare in uses()",
                               step=self.label, field="backend")
         return found
+
+    def model(self, role: str | None = None) -> str | None:
+        """The model name the role answers with now (None if the step calls no model)."""
+        name = role or self.main_role
+        found = self.clients.get(name) if name else None
+        return found.backend.model if found is not None else None
+
+    async def switch_backend(self, role: str | None, overrides: Mapping[str, Any]) -> str:
+        """Point `role` (default: the main one) at a backend of the same kind with `overrides`
+        applied to its options, e.g. {"model": ..., "base_url": ...} for a model trained
+        between rounds; returns the new model name. The old backend is closed; the cache stays
+        (the new backend's identity keys its answers). Raises ConfigError for bad options."""
+        name = role or self.main_role
+        client = self.client(name)
+        try:
+            backend = with_options(client.backend, overrides)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, step=self.label,
+                              field=f"backend {name}: {exc.field}" if exc.field else None
+                              ) from None
+        await client.switch(backend)
+        return backend.model
 
     def capacity(self, role: str | None = None) -> int:
         """How many requests the role's backend takes at once."""

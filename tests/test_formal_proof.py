@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 
@@ -26,6 +27,8 @@ CASES = {
     "absurd": ("forall n : nat, n < 0 -> n = 5", "good", "intros n H. lia.", "lia.",
                "intros n H. lia."),
     "untyped": ("forall n : nat, n + true = n", "good", "lia.", "lia.", None),
+    "nosuch": ("forall n : nat, n + 1 = 0 -> False", "good", "intros n H. lia.", "lia.",
+               "intros n H. lia."),
 }
 
 
@@ -52,8 +55,8 @@ def test_only_coq_checked_proofs_of_consistent_good_statements_are_kept(tmp_path
     data = write_jsonl(tmp_path / "in.jsonl", [{"problem": name} for name in CASES])
     run(pipeline, tmp_path / "out", data)
     kept = read_jsonl(tmp_path / "out" / "records.jsonl")
-    assert [r["problem"] for r in kept] == ["true"]
-    record = kept[0]
+    assert sorted(r["problem"] for r in kept) == ["nosuch", "true"]  # "no n with": no absurdity
+    record = next(r for r in kept if r["problem"] == "true")
     assert record["formal_statement"] == "forall n : nat, n + 0 = n"
     assert record["proof"] == "intros n. lia."
     assert record["_meta"]["verifier"]["verifier"] == "coq"
@@ -79,3 +82,19 @@ def test_statement_parsing_and_hypothesis_split() -> None:
     assert (prefix, hyps, goal) == ("forall (a b : nat),", ["a < b", "(b < 3 -> a = 0)"],
                                     "a < 3")
     assert proof_of("Sure.\n```coq\nProof.\n  lia.\nQed.\n```") == "lia."
+
+
+def test_admitted_steps_and_axioms_are_never_a_proof() -> None:
+    step = FormalProof()
+    step.prepare()
+    smuggled = "Admitted.\nLemma other : True.\nProof. exact I."  # compiles without the guards
+    assert asyncio.run(step.compiles("forall a b : nat, a + b = b + a", smuggled)) == \
+        (False, "the proof admits a step or adds an axiom")
+    classical = FormalProof(imports=("Arith", "Lia", "Classical"))
+    classical.prepare()
+    # compiles, but rests on the axiom of excluded middle: only Print Assumptions sees it
+    assert asyncio.run(classical.compiles("forall P : Prop, ~ ~ P -> P",
+                                          "intros P H. apply NNPP. exact H.")) == \
+        (False, "the proof depends on assumptions")
+    assert asyncio.run(classical.compiles("forall n : nat, n + 0 = n", "intros n. lia.")) == \
+        (True, "compiled")

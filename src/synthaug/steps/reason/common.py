@@ -3,6 +3,7 @@ equation lists, and the verifier verdict a kept record carries in `_meta`."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from functools import cache
@@ -17,8 +18,9 @@ from synthaug.verify.answers import Verdict
 
 COT_INSTRUCTION = ("Solve the problem step by step. Write one step per line and end with "
                    "a line of the form 'The answer is N.'")
-_EQUATION = re.compile(
-    r"(?:<<)?([-+*/().\d\s,x×÷^%$]+?=\s*\$?-?[\d,]*\.?\d+)(?:>>)?")
+_ARITHMETIC = re.compile(r"[-+*/().\d\s,×÷^%$=]+")
+_LEADING_NUMBER = re.compile(r"^\(?-?\d+(?:\.\d+)?")
+_OPERATOR = re.compile(r"(?<=[\d)])[-+*/^]")
 
 
 @cache
@@ -51,14 +53,22 @@ def solution_steps(solution: str) -> list[str]:
 
 
 def equations(solution: str) -> tuple[str, ...]:
-    """The equations a solution writes, normalized (RFT's key for distinct reasoning paths)."""
-    found = []
-    for match in _EQUATION.finditer(solution):
-        spaced = re.sub(r"(?<=\d)\s+x\s+(?=\d)", "*", match.group(1))  # "5 x 8"
-        text = re.sub(r"[\s$,]", "", spaced).replace("×", "*").replace("÷", "/")
-        text = re.sub(r"^[^\d(\-]+", "", text)  # a sentence's closing period before it
-        if any(op in text.split("=")[0] for op in "+-*/^%"):
-            found.append(text)
+    """The equations a solution writes, normalized (RFT's key for distinct reasoning paths).
+
+    Each `lhs = rhs` whose left side computes something (`3*4=12`, GSM8K's `<<48/2=24>>`);
+    a chain `Name = 4 + 4 + 4 = 12` gives `4+4+4=12`, and `3 + 4 = 7 + 2 = 9` gives both steps.
+    """
+    text = re.sub(r"(?<=\d)\s+x\s+(?=\d)", "*", solution).replace("×", "*").replace("÷", "/")
+    found: list[str] = []
+    runs = [piece for run in _ARITHMETIC.findall(text) for piece in re.split(r"\.\s+", run)]
+    for run in runs:  # a sentence's closing period ends a run
+        compact = re.sub(r"[\s$]|(?<=\d),(?=\d{3})", "", run).strip(".,")
+        parts = [part.strip("(.,") if part.count("(") > part.count(")") else part.strip(".,")
+                 for part in compact.split("=")]
+        for lhs, rhs in itertools.pairwise(parts):
+            result = _LEADING_NUMBER.match(rhs)
+            if lhs and result and _OPERATOR.search(lhs) and _LEADING_NUMBER.match(lhs):
+                found.append(f"{lhs}={result.group(0)}")
     return tuple(found)
 
 

@@ -203,9 +203,9 @@ class FormalProof(Each[FormalOptions]):
 
     async def _inconsistent(self, ctx: StepContext, record: Record, statement: str,
                             replies: list[Reply]) -> bool:
-        prefix, hypotheses, _ = split_statement(statement)
-        if not hypotheses:
-            return False
+        prefix, hypotheses, conclusion = split_statement(statement)
+        if not hypotheses or conclusion.strip("() ") == "False":
+            return False  # no hypotheses, or proving False from them is the theorem itself
         absurd = f"{prefix} {' -> '.join(hypotheses)} -> False".strip()
         proof, reply = await self._attempt(ctx, record, absurd, 0)
         replies.append(reply)

@@ -55,23 +55,24 @@ def assert_sft(records: list[dict[str, Any]]) -> None:
 WRONG_BUT_CLAIMS = "```python\n# The answer is 249\nprint(45 * 3 + 38)\n```"
 CRASHES = "```python\nprint(45 * 3 / 0)\n```"
 RIGHT = "```python\nmonday = 45 * 3\ntuesday = 38 * 3\nprint(monday + tuesday)\n```"
+ALSO_RIGHT = "```python\nprint(3 * (45 + 38))\n```"
 
 
 def pot_reply(request: Request) -> list[str]:
     text = text_of(request)
     if "Let's write a Python program" in text:
         if "muffins" in text:
-            return [WRONG_BUT_CLAIMS, CRASHES, RIGHT, RIGHT]
+            return [WRONG_BUT_CLAIMS, CRASHES, RIGHT, RIGHT, ALSO_RIGHT]
         return ["```python\nprint(7)\n```"] * request.n  # the second problem: always wrong
     return ["45 * 3 = 135 muffins' worth.\nThe answer is 135.",
-            "45 * 3 + 38 * 3 = 249\nThe answer is 249.", "x", "y"]
+            "45 * 3 + 38 * 3 = 249\nThe answer is 249.", "x", "y", "z"]
 
 
 def test_pot_keeps_programs_whose_executed_output_matches_the_gold(tmp_path: Path) -> None:
     script = Script(pot_reply)
     rows = [{"question": QUESTION, "answer": "249"},
             {"question": "How many legs do 3 spiders have?", "answer": "24"}]
-    records, dropped = run_step(ProgramOfThought(samples=4), script, tmp_path, rows)
+    records, dropped = run_step(ProgramOfThought(samples=5), script, tmp_path, rows)
     pot = [r for r in records if r["rationale_type"] == "pot"]
     cot = [r for r in records if r["rationale_type"] == "cot"]
     # the program that only *claims* 249 in a comment, and the one that crashes, are not kept:
@@ -82,8 +83,28 @@ def test_pot_keeps_programs_whose_executed_output_matches_the_gold(tmp_path: Pat
     assert verdict["execution"]["status"] == "ok" and verdict["checked"] == "program output"
     assert pot[0]["messages"][0]["content"].endswith("Let's write a Python program to solve it.")
     assert [r["solution"].splitlines()[-1] for r in cot] == ["The answer is 249."]
-    assert {d["reason"] for d in dropped} == {"no verified pot rationale",
-                                              "no verified cot rationale"}
+    # every sample beside the kept one is in dropped.jsonl, with its reason and execution
+    muffins = {d["record"]["solution"]: (d["reason"], json.loads(d["detail"])) for d in dropped
+               if d["record"]["question"] == QUESTION and d["record"]["rationale_type"] == "pot"}
+    code = {text: text.split("\n", 1)[1].rsplit("\n", 1)[0]
+            for text in (WRONG_BUT_CLAIMS, CRASHES, RIGHT, ALSO_RIGHT)}
+    assert {program: reason for program, (reason, _) in muffins.items()} == {
+        code[WRONG_BUT_CLAIMS]: "mismatch", code[CRASHES]: "program error",
+        code[RIGHT]: "duplicate", code[ALSO_RIGHT]: "over keep"}
+    claims, crash = muffins[code[WRONG_BUT_CLAIMS]][1], muffins[code[CRASHES]][1]
+    assert claims["predicted"] == "173" and claims["execution"]["stdout"].strip() == "173"
+    assert crash["execution"]["status"] == "error" and "ZeroDivisionError" in \
+        crash["execution"]["stderr"]
+    cot_dropped = {d["record"]["solution"]: d["reason"] for d in dropped
+                   if d["record"]["question"] == QUESTION
+                   and d["record"]["rationale_type"] == "cot"}
+    assert sorted(cot_dropped.values()) == ["mismatch", "no answer found", "no answer found",
+                                            "no answer found"]
+    # a problem with no verified rationale: one row listing every sample
+    spiders = [d for d in dropped if d["record"]["question"] != QUESTION]
+    assert sorted(d["reason"] for d in spiders) == ["no verified cot rationale",
+                                                    "no verified pot rationale"]
+    assert all(len(d["record"]["samples"]) == 5 for d in spiders)
     assert all("249" not in everything(r) for r in script.requests)  # the gold is never asked
     assert_sft(records)
 
@@ -110,6 +131,22 @@ def test_case2code_outputs_come_from_execution_never_from_the_model(tmp_path: Pa
     assert ("boom", "no valid case") in reasons and ("spin", "no valid case") in reasons
     assert ("spin", "case timed out") in reasons and ("boom", "case raised an exception") in reasons
     assert_sft(records)
+
+
+def test_case2code_records_the_input_as_written_and_drops_repeated_cases(
+        tmp_path: Path) -> None:
+    # dict(items=[1, 2]) and {'items': [1, 2]} are one case; grow changes its argument
+    written = ("```python\nexamples = [\n    dict(items=[1, 2]),\n    {'items': [1, 2]},\n"
+               "    dict(items=[]),\n    dict(items=[]),\n]\n```")
+    code = "def grow(items):\n    items.append(len(items))\n    return items"
+    records, dropped = run_step(Case2Code(), Script(lambda request: written), tmp_path,
+                                [{"code": code}])
+    [task] = records
+    assert task["cases"] == [{"input": "grow(items=[1, 2])", "output": "[1, 2, 2]"},
+                             {"input": "grow(items=[])", "output": "[0]"}]
+    assert task["_meta"]["verifier"]["dropped_cases"] == {"duplicate case": 2}
+    assert sorted((d["reason"], d["record"]["input"]) for d in dropped) == [
+        ("duplicate case", "dict(items=[])"), ("duplicate case", "{'items': [1, 2]}")]
 
 
 def test_inputs_are_read_and_model_outputs_ignored() -> None:
@@ -169,6 +206,24 @@ def test_puzzles_keep_a_pair_only_when_f_of_g_is_true(tmp_path: Path) -> None:
     solve_prompts = [text_of(r) for r in script.requests if "# Each g()" in text_of(r)]
     assert len(solve_prompts) == 2  # only the two puzzles that passed screening were solved
     assert_sft(records)
+
+
+def test_a_puzzle_returning_a_truthy_non_true_value_is_not_solved(tmp_path: Path) -> None:
+    counts = "s: str):\n    return s.count('a') * (len(s) == 1000)"  # 1000, not True
+
+    def reply(request: Request) -> list[str]:
+        if text_of(request).startswith("# Programming puzzles"):
+            return [counts]
+        return ["\n    return 'a' * 1000", "\n    return 'b' * 1000"][: request.n]
+
+    step = ProgrammingPuzzles(prompts=1, per_prompt=1, attempts=2, check_timeout=0.5)
+    records, dropped = run_step(step, Script(reply), tmp_path)
+    assert records == []
+    [row] = dropped
+    assert row["reason"] == "no solution passed"
+    assert row["record"]["attempts"] == ["def g():\n    return 'a' * 1000",
+                                         "def g():\n    return 'b' * 1000"]
+    assert row["detail"] == "2 attempts: {'f not True': 2}"  # f returned 1000 and 0
 
 
 def test_puzzle_spec_is_the_papers_static_filter() -> None:

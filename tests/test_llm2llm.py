@@ -57,14 +57,15 @@ def teacher_reply(request: Request) -> str:
 TEACHER = Script(teacher_reply, name="llm2llm-teacher")
 
 
-def run_llm2llm(tmp: Path, seeds: list[Record] = SEEDS,
+def run_llm2llm(tmp: Path, seeds: list[Record] = SEEDS, teacher: Script = TEACHER,
+                fixed: frozenset[str] = frozenset({PENCILS}),
                 **options: Any) -> tuple[list[Record], Script, Script]:
-    base, trained = student(set()), student({PENCILS})
+    base, trained = student(set()), student(set(fixed))
     reply = f"{{'model': 'sft-r' + os.environ['SYNTHAUG_ROUND'], 'script': '{trained.name}'}}"
     step = LLM2LLM(between_rounds=training_script(tmp, reply=reply), **options)
     pipeline = Pipeline.from_steps(step, backends={
-        "default": base.spec(model="base"), "teacher": TEACHER.spec(model="teacher-model")})
-    TEACHER.requests.clear()
+        "default": base.spec(model="base"), "teacher": teacher.spec(model="teacher-model")})
+    teacher.requests.clear()
     run(pipeline, tmp / "out", write_jsonl(tmp / "in.jsonl", seeds))
     return read_jsonl(tmp / "out" / "records.jsonl"), base, trained
 
@@ -112,6 +113,25 @@ def test_student_errors_on_seeds_only_become_teacher_examples(tmp_path: Path) ->
     rounds = facts["steps"]["0-llm2llm"]["rounds"]
     assert [(f["model"], f["seed_wrong"], f["new_examples"]) for f in rounds] == [
         ("base", 2, 2), ("sft-r0", 1, 1), ("sft-r1", 1, 1)]
+
+
+CRATES = "A crate holds 9 pears. How many pears are in 2 crates?"
+
+
+def test_a_question_the_teacher_repeats_is_dropped(tmp_path: Path) -> None:
+    # for every failed seed, in every round, the teacher writes a seed problem again and the
+    # same new problem: only that problem's first writing is kept
+    teacher = Script(lambda request: (
+        f"Question: {PENCILS}\nSolution: 5 * 8 = 40 and 40 - 13 = 27.\nAnswer: 27\n\n"
+        f"Question: {CRATES}\nSolution: 9 * 2 = 18.\nAnswer: 18"), name="llm2llm-repeater")
+    records, _, _ = run_llm2llm(tmp_path, teacher=teacher, fixed=frozenset(), rounds=2)
+    assert len(teacher.requests) == 4  # PENCILS and PAGES fail in both rounds
+    assert [(r["question"], r["round"]) for r in records] == [(CRATES, 0)]
+    drops = read_jsonl(tmp_path / "out" / "dropped.jsonl")
+    assert sorted((d["reason"], d["record"]["question"], d["record"]["round"])
+                  for d in drops) == sorted(
+        [("duplicate question", PENCILS, n) for n in (0, 0, 1, 1)]
+        + [("duplicate question", CRATES, n) for n in (0, 1, 1)])
 
 
 def test_rounds_stop_when_the_student_gets_every_seed_right(tmp_path: Path) -> None:

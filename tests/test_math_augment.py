@@ -9,8 +9,8 @@ from typing import Any
 from synthaug.backends.base import Request
 from synthaug.io import export
 from synthaug.pipeline import Pipeline, resolve_recipe
-from synthaug.shapes import to_prm, to_sft
-from synthaug.steps.reason.metamath import mask_number, split_asked
+from synthaug.shapes import to_alpaca, to_prm, to_sft
+from synthaug.steps.reason.metamath import mask_number, split_asked, states
 from synthaug.steps.reason.step_labels import PREFIX_HEAD
 from synthaug.testing.fake import Script, text_of
 from tests.conftest import read_jsonl, run, write_jsonl
@@ -120,6 +120,27 @@ def test_a_masked_number_is_one_written_in_the_question() -> None:
     assert (text, value) == ("It costs $x in total.", "1250.50")
 
 
+def test_sv_drops_a_statement_that_states_another_number(tmp_path: Path) -> None:
+    def misstating(request: Request) -> str | list[str]:
+        text = text_of(request)
+        if text.endswith("Statement:"):  # 2490 and 160 contain the answers 249 and 16
+            answer = text.rsplit("Answer: ", 1)[1].split("\n")[0]
+            return f"It adds up to {answer}0 in all.\n"
+        return metamath_model(request)
+
+    script = Script(misstating)
+    out = outputs(tmp_path, recipe("metamath", {"samples": 2, "modes": ["SV"]},
+                                   default=script), PROBLEMS)
+    assert out == []
+    assert sorted((row["reason"], row["detail"].strip()) for row in dropped(tmp_path)) == [
+        ("SV: the statement does not state the answer", f"It adds up to {p['answer']}0 in all.")
+        for p in sorted(PROBLEMS, key=lambda p: p["answer"] + "0")]
+    assert all(text_of(r).endswith("Statement:") for r in script.requests)  # nothing solved
+    assert not states("The school has 12 buses.", "2") and states("It costs $1,250.", "1250")
+    assert not states("It is 2.5 km.", "2") and not states("It fell 5 degrees.", "-5")
+    assert states("The share is 0.75.", "\\frac{3}{4}") and states("So x^2+1.", "x^2+1")
+
+
 # -- MMIQC ----------------------------------------------------------------------------------
 
 def compose_model(answers: dict[str, int]) -> Any:
@@ -172,6 +193,33 @@ def test_mmiqc_seeds_each_iteration_from_the_last_and_rejects_inconsistent_solut
         assert record["_meta"]["verifier"]["correct"] is True
     assert [d["reason"] for d in dropped(tmp_path)] == \
         ["inconsistent with the composer's answer"] * 6
+
+
+def test_mmiqc_drops_a_composed_solution_that_disagrees_with_its_own_answer(
+        tmp_path: Path) -> None:
+    answers: dict[str, int] = {}
+    honest = compose_model(answers)
+
+    def respond(request: Request) -> str | list[str]:
+        found = honest(request)
+        if isinstance(found, str) and SAVINGS in text_of(request):  # composing from SAVINGS
+            return found.replace("The answer is 32.", "The answer is 33.")  # "Answer: 32"
+        return found
+
+    composer, sampler = Script(respond), Script(respond)
+    pipe = recipe("mmiqc", {"rounds": 1, "samples": 2, "composer_backend": "composer",
+                            "sampler_backend": "sampler"}, composer=composer, sampler=sampler)
+    out = outputs(tmp_path, pipe, PROBLEMS)
+    doubled = {p["question"]: f"{p['question']} Then double the result." for p in PROBLEMS}
+    assert [r["question"] for r in out if r["type"] == "composed"] == [doubled[MUFFINS]]
+    # the sampler's solutions that reach the composer's stated answer are still kept
+    assert sorted((r["question"], r["answer"]) for r in out
+                  if r["type"] == "rejection-sampled") == sorted(
+        [(doubled[MUFFINS], "498"), (doubled[SAVINGS], "32")])
+    [own] = [d for d in dropped(tmp_path) if d["record"]["type"] == "composed"]
+    assert own["reason"] == "composer's solution disagrees with its answer"
+    assert own["record"]["question"] == doubled[SAVINGS]
+    assert own["record"]["_meta"]["verifier"]["predicted"] == "33"
 
 
 # -- LEMA -----------------------------------------------------------------------------------
@@ -266,6 +314,11 @@ def test_math_shepherd_labels_steps_by_completions_from_exactly_that_prefix(
     [prm] = read_jsonl(export(tmp_path / "out" / "records.jsonl", "prm"))
     assert prm == {"prompt": MUFFINS, "completions": STEPS,
                    "labels": [True, False, False, False]}
+    # not SFT data: the question with the bare gold answer (or a solution gone wrong) would
+    # teach answering without reasoning (or wrong steps); the PRM export is the data
+    assert read_jsonl(export(tmp_path / "out" / "records.jsonl", "sft")) == []
+    assert read_jsonl(export(tmp_path / "out" / "records.jsonl", "alpaca")) == []
+    assert to_sft(record) is None and to_alpaca(record) is None
 
 
 def test_prm_shape_takes_stepwise_records_and_skips_others(tmp_path: Path) -> None:

@@ -16,8 +16,9 @@ from synthaug.records import Record, content
 from synthaug.steps.base import Rounds, RoundsOptions, StepOptions
 from synthaug.steps.context import StepContext
 from synthaug.steps.llm import Sampling, Uses
+from synthaug.steps.reason.common import cot_shots
 from synthaug.testing.fake import Script, text_of
-from synthaug.verify.answers import check
+from synthaug.verify.answers import check, extract_answer
 from tests.conftest import read_jsonl, run, write_jsonl
 
 GREEDY = Sampling(temperature=0.0, max_tokens=16)
@@ -300,6 +301,16 @@ def test_star_rationalizes_failures_without_leaking_the_hint(tmp_path: Path) -> 
     assert sum(q == PENCILS for q in asked) == 2 and sum(q == TICKETS for q in asked) == 2
     assert sorted(q for q in asked if "(Answer:" in q) == \
         sorted([f"{TICKETS} (Answer: 45)", f"{EGGS} (Answer: 12)", f"{COINS} (Answer: 8)"] * 2)
+    # a rationalization prompt hints every exemplar's answer too, as the paper's prompt does
+    # (the model sees worked solutions that reach the answer after the question's hint)
+    shots = cot_shots()[:4]
+    for request in script.requests:
+        users = [m["content"] for m in request.messages if m["role"] == "user"]
+        answers = [m["content"] for m in request.messages if m["role"] == "assistant"]
+        assert answers == [shot["solution"] for shot in shots]
+        hinted = "(Answer:" in users[-1]
+        assert users[:-1] == [f"{shot['question']} (Answer: {extract_answer(shot['solution'])})"
+                              if hinted else shot["question"] for shot in shots]
     sft = read_jsonl(tmp_path / "out" / "records.sft.jsonl")
     assert [row["messages"] for row in sft] == [r["messages"] for r in records]
 

@@ -15,14 +15,26 @@ def _first(record: Record, names: tuple[str, ...]) -> str | None:
     return next((str(record[n]) for n in names if isinstance(record.get(n), str)), None)
 
 
+def step_labelled(record: Record) -> bool:
+    """True for process-supervision data: a solution's `steps` with one label each."""
+    return isinstance(record.get("steps"), list) and isinstance(record.get("labels"), list)
+
+
 def to_alpaca(record: Record) -> dict[str, Any] | None:
-    """{instruction, input, output} from a record, or None if it has no instruction/output."""
+    """{instruction, input, output} from a record, or None if it has no instruction/output.
+
+    A step-labelled record (e.g. from `step-labels`) without `messages` is None: it is reward
+    model data whose solution may be wrong (its labels say where), not an answer to imitate,
+    and its `answer` field is the bare gold answer; `--format prm` exports it.
+    """
     if isinstance(record.get("messages"), list):
         turns = record["messages"]
         users = [t["content"] for t in turns if t.get("role") == "user"]
         answers = [t["content"] for t in turns if t.get("role") == "assistant"]
         if users and answers:
             return {"instruction": users[0], "input": "", "output": answers[0]}
+        return None
+    if step_labelled(record):
         return None
     instruction, output = _first(record, _INSTRUCTION), _first(record, _OUTPUT)
     if instruction is None or output is None:
@@ -32,7 +44,8 @@ def to_alpaca(record: Record) -> dict[str, Any] | None:
 
 
 def to_sft(record: Record) -> dict[str, Any] | None:
-    """{messages: [...]} (with a system turn when the record has one), or None."""
+    """{messages: [...]} (with a system turn when the record has one), or None (also for a
+    step-labelled record without `messages`, as `to_alpaca`)."""
     if isinstance(record.get("messages"), list):
         return {"messages": record["messages"]}
     alpaca = to_alpaca(record)

@@ -29,6 +29,7 @@ from synthaug.verify.answers import Verdict, check, equivalent, extract_answer, 
 from synthaug.verify.sandbox import Limits, Result, Sandbox
 
 Kind = Literal["cot", "pot"]
+Judged = tuple[str | None, Verdict, dict[str, Any]]  # rationale, verdict, verifier extras
 POT_INSTRUCTION = ("Solve the problem by writing a Python program. The program computes the "
                    "answer step by step in variables and ends by printing only the final "
                    "answer with print(). Reply with the program in a ```python block.")
@@ -134,28 +135,27 @@ class ProgramOfThought(Each[PoTOptions]):
         judged = await asyncio.gather(*(self._judge(kind, text, gold) for text in reply.texts))
         ctx.stats.notes[f"{kind} samples"] += len(judged)
         kept: list[Record] = []
+        unkept: list[tuple[int, str]] = []  # (sample, why it is not kept)
         seen: set[str] = set()
         for index, (rationale, verdict, extra) in enumerate(judged):
-            if not verdict.correct or rationale is None or len(kept) >= o.keep:
+            if rationale is None or not verdict.correct:
+                unkept.append((index, verdict.reason))
                 continue
             key = normalized(rationale) if kind == "pot" else " ".join(rationale.split())
-            if key in seen:
+            if key in seen or len(kept) >= o.keep:
+                unkept.append((index, "duplicate" if key in seen else "over keep"))
                 continue
             seen.add(key)
             kept.append(self._record(record, kind, question, rationale, verdict, extra, index,
                                      reply, ctx))
         ctx.stats.notes[f"{kind} verified"] += sum(v.correct for _, v, _ in judged)
-        if not kept:
-            reasons = sorted({v.reason for _, v, _ in judged})
-            tried = [{"rationale": r, "predicted": v.predicted, "reason": v.reason}
-                     for r, v, _ in judged]
-            ctx.drop({**record, "rationale_type": kind, "samples": tried},
-                     f"no verified {kind} rationale",
-                     f"{len(judged)} samples: {', '.join(reasons)}")
+        tried = [{"sample": index, "rationale": judged[index][0] or reply.texts[index],
+                  "predicted": judged[index][1].predicted, "reason": why, **judged[index][2]}
+                 for index, why in unkept]
+        _drop_unkept(record, kind, tried, bool(kept), ctx)
         return kept
 
-    async def _judge(self, kind: Kind, text: str,
-                     gold: str) -> tuple[str | None, Verdict, dict[str, Any]]:
+    async def _judge(self, kind: Kind, text: str, gold: str) -> Judged:
         """(the rationale, its verdict, extra verifier fields) for one sample."""
         if kind == "cot":
             return text.strip(), check(text, gold), {"checked": "stated answer"}
@@ -184,3 +184,19 @@ class ProgramOfThought(Each[PoTOptions]):
                                {"role": "assistant", "content": shown}]}
         return ctx.derive([record], verified(fields, verdict, sample=index, **extra),
                           f"{kind}.{index}", reply)
+
+
+def _drop_unkept(record: Record, kind: Kind, tried: list[dict[str, Any]], any_kept: bool,
+                 ctx: StepContext) -> None:
+    """Every sample not kept goes to dropped.jsonl with its reason and its verifier fields
+    (for PoT the execution result): one row per sample beside a kept rationale, one row for
+    the whole problem (listing every sample) when none is kept."""
+    if not any_kept:
+        reasons = sorted({str(row["reason"]) for row in tried})
+        ctx.drop({**record, "rationale_type": kind, "samples": tried},
+                 f"no verified {kind} rationale", f"{len(tried)} samples: {', '.join(reasons)}")
+        return
+    for row in tried:
+        detail = {k: v for k, v in row.items() if k != "rationale"}
+        ctx.drop({**record, "rationale_type": kind, "solution": row["rationale"]},
+                 str(row["reason"]), json.dumps(detail, default=str))

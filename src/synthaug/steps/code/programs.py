@@ -91,7 +91,7 @@ def open_sandbox(limits: Limits, unsafe_local: bool) -> Sandbox:
 # wall-clock alarm with the case's prints captured; `_show` is repr with sets sorted (stable
 # across runs whatever the hash seed).
 _PRELUDE = r'''
-import ast, contextlib, copy, io, json, signal, sys
+import ast, contextlib, io, json, signal, sys
 _OUT, _MARK = sys.stdout, __MARK__
 PAYLOAD = json.loads(open("payload.json", encoding="utf-8").read())
 
@@ -158,9 +158,10 @@ _fn = _space[PAYLOAD["name"]]
 
 def _case(source):
     args, kwargs = eval(source, {"__case__": lambda *a, **k: (a, k)})
+    # the input is written down before the call: a function that changes its arguments
+    # cannot change the recorded input (each case is evaluated afresh, so none shares objects)
     shown = [_show(v) for v in args] + [k + "=" + _show(v) for k, v in kwargs.items()]
     call = PAYLOAD["name"] + "(" + ", ".join(shown) + ")"
-    args, kwargs = copy.deepcopy((args, kwargs))  # the function cannot change the shown input
     return call, _show(_fn(*args, **kwargs))
 
 for _i, _source in enumerate(PAYLOAD["cases"]):

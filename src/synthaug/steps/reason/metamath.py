@@ -29,7 +29,7 @@ from synthaug.steps.base import Each, EachOptions, Requirements, StepOptions
 from synthaug.steps.context import StepContext
 from synthaug.steps.llm import Reply, Sampling, Uses
 from synthaug.steps.reason.common import gold_of_record, question_of, solve_prompt, verified
-from synthaug.verify.answers import check, equivalent, gold_of
+from synthaug.verify.answers import check, equivalent, gold_of, normalize
 
 Mode = Literal["AnsAug", "Rephrased", "SV", "FOBAR"]
 MODES: tuple[Mode, ...] = ("AnsAug", "Rephrased", "SV", "FOBAR")
@@ -37,6 +37,8 @@ FOBAR_TEMPLATE = ("If we know the answer to the above question is {answer}, what
                   "of unknown variable x?")
 SV_QUESTION = "What is the value of unknown variable x?"
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:,\d{3})*(?:\.\d+)?(?!\w)")
+# a number as a statement writes it: signed, with thousands commas, decimals or a fraction
+_STATED = re.compile(r"(?<![\w.])-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?(?![\w/]|\.\d)")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 _REPHRASE = (
@@ -92,10 +94,14 @@ def split_asked(question: str) -> tuple[str, str]:
 
 
 def states(statement: str, answer: str) -> bool:
-    """True when `statement` writes `answer` (as one of its numbers, or verbatim)."""
-    if answer in statement:
-        return True
-    return any(equivalent(m.group().replace(",", ""), answer) for m in numbers(statement))
+    """True when `statement` writes `answer`: a numeric answer as one of its numbers, compared
+    as numbers ("12 buses" does not state 2); another answer (LaTeX, an expression) verbatim
+    and standing alone, or as a number equivalent to it."""
+    written = [m.group().replace(",", "") for m in _STATED.finditer(statement)]
+    if _STATED.fullmatch(normalize(answer).replace(" ", "")):
+        return any(equivalent(number, answer) for number in written)
+    alone = re.compile(rf"(?<![\w.]){re.escape(answer.strip())}(?!\w|\.\d)")
+    return bool(alone.search(statement)) or any(equivalent(n, answer) for n in written)
 
 
 @dataclass

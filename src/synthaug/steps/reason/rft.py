@@ -3,9 +3,9 @@
 For each problem, sample k reasoning paths (temperature 0.7) with a few-shot chain-of-thought
 prompt; reject a path whose final answer is wrong or whose equations (calculator annotations
 `<<48/2=24>>`, or plain `48 / 2 = 24`) do not compute; keep one path per distinct list of
-equations. Among paths with the same equations the kept one is the farthest, by edit distance,
-from the other kept paths (the authors' released selection). With several backend roles the
-paths of every model are pooled before the distinct selection (RFT-U).
+equations. Among paths with the same equations the kept one is the farthest, by character
+edit distance, from the other kept paths (the authors' released selection). With several
+backend roles the paths of every model are pooled before the distinct selection (RFT-U).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from synthaug.errors import MissingDependency
 from synthaug.records import Record
 from synthaug.steps.base import Each, EachOptions, Requirements, StepOptions
 from synthaug.steps.context import StepContext
@@ -92,15 +93,13 @@ def calculation_errors(solution: str) -> list[str]:
     return wrong
 
 
-def edit_distance(a: list[str], b: list[str]) -> int:
-    """Levenshtein distance between two token lists."""
-    row = list(range(len(b) + 1))
-    for i, token in enumerate(a, 1):
-        diagonal, row[0] = row[0], i
-        for j, other in enumerate(b, 1):
-            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1,
-                                           diagonal + (token != other))
-    return row[-1]
+def edit_distance() -> Callable[[str, str], int]:
+    """Levenshtein distance between two strings, by character (in C, as the authors' code)."""
+    try:
+        from rapidfuzz.distance import Levenshtein
+    except ImportError:
+        raise MissingDependency("rapidfuzz", "rft keep: farthest", "verify") from None
+    return Levenshtein.distance
 
 
 @dataclass
@@ -113,14 +112,12 @@ class Candidate:
     equations: tuple[str, ...] = ()
     reason: str | None = None  # why it is rejected, None if kept
 
-    @property
-    def tokens(self) -> list[str]:
-        return self.text.split()
-
 
 def select_distinct(paths: list[Candidate], keep: str) -> tuple[list[Candidate], list[Candidate]]:
     """One path per distinct equation list, and the duplicates: `first` keeps the earliest;
-    `farthest` the one with the largest summed edit distance to the other kept paths."""
+    `farthest` the one with the largest summed character edit distance to the other kept
+    paths (the authors' released selection)."""
+    distance = edit_distance() if keep == "farthest" else None
     kept: dict[tuple[str, ...], Candidate] = {}
     duplicates: list[Candidate] = []
     for path in paths:
@@ -128,10 +125,10 @@ def select_distinct(paths: list[Candidate], keep: str) -> tuple[list[Candidate],
         if holder is None:
             kept[path.equations] = path
             continue
-        if keep == "farthest":
-            others = [p.tokens for k, p in kept.items() if k != path.equations]
-            if sum(edit_distance(path.tokens, o) for o in others) > \
-                    sum(edit_distance(holder.tokens, o) for o in others):
+        if distance is not None:
+            others = [p.text for k, p in kept.items() if k != path.equations]
+            if sum(distance(path.text, o) for o in others) > \
+                    sum(distance(holder.text, o) for o in others):
                 kept[path.equations], path = path, holder
         duplicates.append(path)
     return list(kept.values()), duplicates
@@ -164,6 +161,10 @@ class RejectionSampling(Each[RFTOptions]):
     def uses(self) -> list[Uses]:
         return [Uses(role) for role in dict.fromkeys(self.options.backends)]
 
+    def prepare(self) -> None:
+        if self.options.keep == "farthest":
+            edit_distance()  # the C edit distance is installed (else MissingDependency)
+
     async def sample(self, record: Record, question: str, ctx: StepContext) -> list[Reply]:
         """k paths from every role, one reply per path (so each keeps its own seed)."""
         o = self.options
@@ -190,7 +191,9 @@ class RejectionSampling(Each[RFTOptions]):
         gold = gold_of_record(record, o.answer_field)
         paths = [self.screen(reply, gold) for reply in await self.sample(record, question, ctx)]
         correct = [p for p in paths if p.reason is None]
-        for path in select_distinct(correct, o.keep)[1]:
+        # `farthest` compares each duplicate with every kept path: off the event loop
+        _, duplicates = await asyncio.to_thread(select_distinct, correct, o.keep)
+        for path in duplicates:
             path.reason = "duplicate equations"
         made = []
         for index, path in enumerate(paths):

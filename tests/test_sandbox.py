@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -22,13 +23,23 @@ def run(code: str, *args: str, limits: Limits = FAST, **kw: object) -> Result:
     return asyncio.run(Sandbox(limits).run(code, args, **kw))  # type: ignore[arg-type]
 
 
+def new_marker() -> str:
+    """A process name (15 characters at most) only this test's processes carry."""
+    return "sbx" + uuid.uuid4().hex[:12]
+
+
+def marked(code: str, marker: str) -> str:
+    """`code` that first names its process `marker` (forked children inherit the name)."""
+    return f"open('/proc/self/comm', 'w').write({marker!r})\n{code}"
+
+
 def survivors(marker: str) -> list[int]:
-    """Host processes whose command line holds `marker`."""
+    """Host processes named `marker`."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
+                if (entry / "comm").read_text().strip() == marker:
                     found.append(int(entry.name))
             except OSError:
                 continue
@@ -56,10 +67,10 @@ def test_infinite_loop_times_out_quickly() -> None:
 
 
 def test_fork_bomb_is_capped_and_the_whole_tree_dies() -> None:
-    marker = f"bomb-{uuid.uuid4().hex}"
+    marker = new_marker()
     code = "import os, sys\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n" \
            "        pass\n"
-    result = run(code, marker)
+    result = run(marked(code, marker))
     assert result.status == "timeout"
     assert survivors(marker) == []
 
@@ -73,10 +84,10 @@ def test_process_count_is_capped() -> None:
 
 
 def test_detached_daemon_does_not_outlive_the_run() -> None:
-    marker = f"daemon-{uuid.uuid4().hex}"
+    marker = new_marker()
     code = ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
             "        time.sleep(60)\n    os._exit(0)\nprint('parent done')")
-    result = run(code, marker)
+    result = run(marked(code, marker))
     assert result.status == "ok"
     assert survivors(marker) == []
 
@@ -192,3 +203,58 @@ def test_cli_prints_one_json_object(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "synthaug.cli", "sandbox", "run", str(program),
                            "--timeout", "1"], capture_output=True, text=True, check=False)
     assert done.returncode == 1 and json.loads(done.stdout)["status"] == "timeout"
+
+
+def test_host_kernel_state_is_out_of_reach() -> None:
+    """sysctls, the host user's keyrings and ptrace: all refused (the sandbox user may map to
+    the host's root, so the kernel would otherwise treat these as the host's)."""
+    code = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nout = []\n"
+            "try:\n    open('/proc/sys/fs/lease-break-time', 'w').write('45')\n"
+            "    out.append('sysctl written')\nexcept OSError:\n    out.append('sysctl refused')\n"
+            "out.append(libc.syscall(250, 0, -4, 0))  # keyctl(GET_KEYRING_ID, user keyring)\n"
+            "out.append(libc.syscall(248, b'user', b'x', b'secret', 6, -4))  # add_key\n"
+            "out.append(libc.syscall(101, 16, 1, 0, 0))  # ptrace(ATTACH, init)\n"
+            "print(*out)")
+    result = run(code)
+    assert result.status == "ok", result.stderr
+    assert result.stdout.split() == ["sysctl", "refused", "-1", "-1", "-1"]
+
+
+@pytest.mark.parametrize("code", [130, 137, 152, 255])
+def test_exit_codes_above_128_are_errors_not_signals(code: int) -> None:
+    result = run(f"raise SystemExit({code})")
+    assert (result.status, result.exit_code) == ("error", code)
+
+
+def test_cpu_limit_is_a_timeout_even_when_sigxcpu_is_ignored() -> None:
+    code = "import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\nwhile True: pass"
+    result = run(code, limits=FAST.model_copy(update={"timeout": 10.0, "cpu_seconds": 1}))
+    assert result.status == "timeout" and result.seconds < 5
+
+
+def test_many_arguments_non_utf8_stdin_and_one_process() -> None:
+    args = [f"{i:04d}" + "x" * 96 for i in range(3000)]  # ~300 KB: more than one argv string
+    result = run("import sys\nprint(len(sys.argv) - 1, sys.stdin.buffer.read())",
+                 *args, stdin=b"\xff\xfe")  # type: ignore[arg-type]
+    assert result.status == "ok" and result.stdout.strip() == "3000 b'\\xff\\xfe'"
+    alone = run("print('alone')", limits=FAST.model_copy(update={"processes": 1}))
+    assert alone.status == "ok" and alone.stdout == "alone\n"
+
+
+def test_a_terminated_cli_leaves_no_process_or_folder_behind(tmp_path: Path) -> None:
+    marker = new_marker()
+    program = tmp_path / "sleeper.py"
+    program.write_text(marked("import time\ntime.sleep(60)\n", marker))
+    cli = subprocess.Popen([sys.executable, "-m", "synthaug.cli", "sandbox", "run", str(program),
+                            "--timeout", "30"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    deadline = 100
+    while not survivors(marker) and deadline:  # the marker is seen while the program runs
+        deadline -= 1
+        subprocess.run(["sleep", "0.05"], check=True)
+    assert survivors(marker), "the sandboxed program never started"
+    cli.terminate()
+    _, err = cli.communicate(timeout=20)
+    assert cli.returncode == 130, err
+    assert survivors(marker) == []
+    assert not list(Path(tempfile.gettempdir()).glob(f"synthaug-sandbox-{cli.pid}-*"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -44,7 +45,9 @@ def run(
     """Run FILE in a fresh sandbox and print the outcome as one JSON object."""
     from synthaug.verify.sandbox import Limits, Sandbox
 
-    with user_errors(console):
+    # SIGTERM ends the run like Ctrl-C: the process tree, its cgroup and folder are removed
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with user_errors(console, interrupted="interrupted: the program was killed"):
         try:
             limits = Limits(timeout=timeout, memory_mb=memory, output_limit=output_limit,
                             processes=processes)
@@ -52,7 +55,7 @@ def run(
             first = exc.errors()[0]
             raise ConfigError(first["msg"], field=str(first["loc"][0])) from None
         code = file.read_text(encoding="utf-8")
-        given = stdin.read_text(encoding="utf-8") if stdin else None
+        given = stdin.read_bytes() if stdin else None
         box = Sandbox(limits, unsafe_local=unsafe_local)
         result = asyncio.run(box.run(code, args or [], stdin=given))
     print(json.dumps({**result.as_dict(), "isolation": box.isolation}, ensure_ascii=False))

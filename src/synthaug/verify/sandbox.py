@@ -22,6 +22,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -36,12 +37,16 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from synthaug.errors import ConfigError, SynthaugError
+from synthaug.verify import seccomp
 from synthaug.verify.cgroup import Cgroup
 
 Status = Literal["ok", "error", "timeout", "memory", "output_limit", "killed"]
 _LAUNCHER = Path(__file__).with_name("launch.py")
 _INSIDE_LAUNCHER = "/sandbox/launch.py"
+_INSIDE_SPEC = "/sandbox/spec.json"
 _WORK = "/sandbox/work"
+# processes in the cgroup besides the program's: bubblewrap, its init, the launcher
+_OVERHEAD = 3
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/alternatives")
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/sandbox/work", "LANG": "C.UTF-8",
@@ -119,9 +124,9 @@ def _python_dirs() -> list[str]:
                                                for s in _SYSTEM_DIRS))
 
 
-def isolation_argv(bwrap: str, limits: Limits, inputs: str,
-                   read_only: Sequence[str] = ()) -> list[str]:
-    """The bubblewrap command line up to (not including) the program."""
+def isolation_argv(bwrap: str, limits: Limits, folder: str,
+                   read_only: Sequence[str] = (), seccomp_fd: int | None = None) -> list[str]:
+    """The bubblewrap command line up to (not including) the launcher's own arguments."""
     argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
             "--new-session", "--cap-drop", "ALL", "--uid", "65534", "--gid", "65534",
             "--hostname", "sandbox", "--clearenv"]
@@ -132,24 +137,31 @@ def isolation_argv(bwrap: str, limits: Limits, inputs: str,
     for path in _python_dirs():
         argv += ["--ro-bind", path, path]
     size = str(limits.disk_mb * 2**20)
-    argv += ["--proc", "/proc", "--dev", "/dev",
+    # /proc/sys read-only: the sandbox user maps to the caller, and a root caller's sysctls
+    # are the host's
+    argv += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys",
+             "--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger",
+             "--dev", "/dev", "--size", size, "--tmpfs", "/dev/shm",
              "--size", size, "--tmpfs", "/tmp", "--size", size, "--tmpfs", _WORK,
-             "--ro-bind", inputs, "/sandbox/inputs",
+             "--ro-bind", f"{folder}/inputs", "/sandbox/inputs",
+             "--ro-bind", f"{folder}/spec.json", _INSIDE_SPEC,
              "--ro-bind", str(_LAUNCHER), _INSIDE_LAUNCHER, "--remount-ro", "/",
-             "--chdir", _WORK, "--"]
-    return argv
+             "--chdir", _WORK]
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
+    return [*argv, "--"]
 
 
 @cache
 def probe(bwrap: str) -> str | None:
     """None when bubblewrap can start Python here; else why it cannot."""
-    with tempfile.TemporaryDirectory(prefix="synthaug-probe-") as inputs:
-        spec = json.dumps({"inputs": None, "limits": {}, "argv": [sys.executable, "-c", "0"]})
-        argv = [*isolation_argv(bwrap, Limits(), inputs), sys.executable, "-I",
-                _INSIDE_LAUNCHER, spec]
-        try:
-            import subprocess
+    import subprocess
 
+    with tempfile.TemporaryDirectory(prefix="synthaug-probe-") as folder:
+        (Path(folder) / "inputs").mkdir()
+        (Path(folder) / "spec.json").write_text("{}")
+        argv = [*isolation_argv(bwrap, Limits(), folder), sys.executable, "-I", "-c", "0"]
+        try:
             done = subprocess.run(argv, capture_output=True, timeout=30, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"bubblewrap did not start: {exc}"
@@ -160,6 +172,7 @@ def probe(bwrap: str) -> str | None:
 
 
 def _write_inputs(folder: Path, code: str, files: Mapping[str, str] | None) -> None:
+    folder.mkdir()
     (folder / "main.py").write_text(code, encoding="utf-8")
     for name, text in (files or {}).items():
         path = PurePosixPath(name)
@@ -189,23 +202,29 @@ class _Capture:
         return self.data.decode("utf-8", errors="replace")
 
 
-def _status(code: int | None, stderr: str, reason: Status | None) -> Status:
-    """What happened, from our own kill reason, the exit code and the error output."""
-    if reason is not None:
-        return reason
-    if code == 0:
-        return "ok"
-    # bubblewrap reports a child killed by signal N as 128 + N; a plain child as -N
-    sig = -code if code is not None and code < 0 else \
-        code - 128 if code is not None and code > 128 else None
+_MEMORY = re.compile(r"^[\w.]*MemoryError\b|\[Errno 12\]|Cannot allocate memory")
+
+
+def _status(code: int | None, report: dict[str, float] | None, stderr: str,
+            cpu_limit: int) -> Status:
+    """What happened, from the launcher's report on its status fd (else the exit code)."""
+    if report is not None and "signal" in report:
+        sig: int | None = int(report["signal"])
+        if sig == signal.SIGKILL and report.get("cpu", 0.0) >= cpu_limit - 0.05:
+            return "timeout"  # the hard CPU limit, after a SIGXCPU the program ignored
+    elif report is not None:
+        code, sig = int(report["exit"]), None
+    else:  # no report (the launcher itself died): bubblewrap's 128 + N, or -N unisolated
+        sig = -code if code is not None and code < 0 else \
+            code - 128 if code is not None and code > 128 else None
+    if sig is None:
+        if code == 0:
+            return "ok"
+        last = stderr.strip().rsplit("\n", 1)[-1]
+        return "memory" if _MEMORY.search(last) else "error"
     if sig == signal.SIGXCPU:
         return "timeout"
-    if sig == signal.SIGXFSZ:
-        return "output_limit"
-    if sig is not None:
-        return "killed"
-    last = stderr.strip().rsplit("\n", 1)[-1]
-    return "memory" if last.startswith("MemoryError") else "error"
+    return "output_limit" if sig == signal.SIGXFSZ else "killed"
 
 
 class Sandbox:
@@ -229,43 +248,54 @@ class Sandbox:
         self.isolation = "bubblewrap" if self.bwrap else "unsafe-local"
         self._slots = asyncio.Semaphore(self.limits.parallel or os.cpu_count() or 1)
 
-    async def run(self, code: str, args: Sequence[str] = (), stdin: str | None = None,
+    async def run(self, code: str, args: Sequence[str] = (), stdin: str | bytes | None = None,
                   files: Mapping[str, str] | None = None) -> Result:
         """Run `code` as main.py with `args` in a fresh working dir holding `files`."""
         async with self._slots:
-            with tempfile.TemporaryDirectory(prefix="synthaug-sandbox-") as folder:
-                inputs = Path(folder) / "inputs"
-                inputs.mkdir()
-                _write_inputs(inputs, code, files)
-                program = [sys.executable, "-E", "-s", "main.py", *args]
-                if self.bwrap:
-                    spec = {"inputs": "/sandbox/inputs", "limits": self.limits.rlimits(),
-                            "argv": program}
-                    argv = [*isolation_argv(self.bwrap, self.limits, str(inputs),
-                                            self.read_only),
-                            sys.executable, "-I", _INSIDE_LAUNCHER, json.dumps(spec)]
-                    return await self._capped(argv, stdin, cwd=folder)
-                work = Path(folder) / "work"
-                work.mkdir()
-                spec = {"inputs": str(inputs), "limits": self.limits.rlimits(),
-                        "argv": program}
-                argv = [sys.executable, "-I", str(_LAUNCHER), json.dumps(spec)]
-                return await self._execute(argv, stdin, cwd=str(work),
-                                           env={**_ENV, "HOME": str(work)})
+            _sweep_folders()
+            with tempfile.TemporaryDirectory(prefix=f"synthaug-sandbox-{os.getpid()}-") \
+                    as folder:
+                _write_inputs(Path(folder) / "inputs", code, files)
+                isolated = self.bwrap is not None
+                spec = {"inputs": "/sandbox/inputs" if isolated else f"{folder}/inputs",
+                        "limits": self.limits.rlimits(), "args": list(args)}
+                (Path(folder) / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
+                data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
+                return await self._launch(folder, data)
 
-    async def _capped(self, argv: list[str], stdin: str | None, *, cwd: str) -> Result:
-        """Run inside a fresh pids/memory cgroup when the machine allows one."""
-        group = Cgroup.create(self.limits.processes, self.limits.memory_mb * 2**20)
-        if group is None:
-            return await self._execute(argv, stdin, cwd=cwd, env=dict(_ENV))
+    async def _launch(self, folder: str, stdin: bytes | None) -> Result:
+        """Start the launcher (isolated, in a cgroup when possible) and read its report."""
+        status_r, status_w = os.pipe()
+        filter_fd = _filter_fd() if self.bwrap else None
+        keep = [status_w] + ([filter_fd] if filter_fd is not None else [])
+        group = Cgroup.create(self.limits.processes + _OVERHEAD,
+                              self.limits.memory_mb * 2**20) if self.bwrap else None
         try:
-            result = await self._execute([*group.join_command(), *argv], stdin, cwd=cwd,
-                                         env={**_ENV, **group.env()})
-            if result.status == "killed" and group.out_of_memory():
+            if self.bwrap:
+                argv = [*isolation_argv(self.bwrap, self.limits, folder, self.read_only,
+                                        filter_fd),
+                        sys.executable, "-I", _INSIDE_LAUNCHER, _INSIDE_SPEC, str(status_w)]
+                cwd, env = folder, dict(_ENV)
+            else:
+                cwd = str(Path(folder) / "work")
+                Path(cwd).mkdir()
+                argv = [sys.executable, "-I", str(_LAUNCHER), f"{folder}/spec.json",
+                        str(status_w)]
+                env = {**_ENV, "HOME": cwd}
+            if group is not None:
+                argv, env = [*group.join_command(), *argv], {**env, **group.env()}
+            result = await self._execute(argv, stdin, cwd=cwd, env=env, keep=keep,
+                                         status_fd=status_r)
+            if group is not None and group.out_of_memory() and \
+                    result.status != "output_limit":
                 result = dataclasses.replace(result, status="memory")
             return result
         finally:
-            group.kill()
+            for fd in (status_r, *keep):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            if group is not None:
+                group.kill()
 
     def enforced(self) -> dict[str, str]:
         """Which mechanism enforces each protection on this machine."""
@@ -282,13 +312,17 @@ class Sandbox:
                 "cpu_time": "rlimit", "wall_time": "kill of the process tree",
                 "output": "truncated and killed at the limit"}
 
-    async def _execute(self, argv: list[str], stdin: str | None, *, cwd: str,
-                       env: dict[str, str]) -> Result:
+    async def _execute(self, argv: list[str], stdin: bytes | None, *, cwd: str,
+                       env: dict[str, str], keep: list[int], status_fd: int) -> Result:
         started = time.monotonic()
         pipe = asyncio.subprocess.PIPE
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=pipe if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=pipe, stderr=pipe, cwd=cwd, env=env, start_new_session=True)
+            stdout=pipe, stderr=pipe, cwd=cwd, env=env, start_new_session=True,
+            pass_fds=keep)
+        for fd in keep:  # the child holds them now; the status pipe ends when the tree does
+            os.close(fd)
+        keep.clear()
         out, err = _Capture(self.limits.output_limit), _Capture(self.limits.output_limit)
         assert proc.stdout is not None and proc.stderr is not None
         readers = [asyncio.create_task(out.read(proc.stdout)),
@@ -299,9 +333,9 @@ class Sandbox:
         for task in (*readers, feeder):
             task.cancel()
         truncated = out.over.is_set() or err.over.is_set()
-        if reason is None and truncated:
-            reason = "output_limit"
-        status = _status(proc.returncode, err.text(), reason)
+        reason = reason or ("output_limit" if truncated else None)
+        cpu = self.limits.rlimits()["cpu"]
+        status = reason or _status(proc.returncode, _report(status_fd), err.text(), cpu)
         return Result(status, proc.returncode, out.text(), err.text(), truncated,
                       time.monotonic() - started)
 
@@ -334,11 +368,11 @@ async def _first(*waits: Any) -> None:
             task.cancel()
 
 
-async def _feed(proc: asyncio.subprocess.Process, stdin: str | None) -> None:
+async def _feed(proc: asyncio.subprocess.Process, stdin: bytes | None) -> None:
     if stdin is None or proc.stdin is None:
         return
     try:
-        proc.stdin.write(stdin.encode("utf-8"))
+        proc.stdin.write(stdin)
         await proc.stdin.drain()
         proc.stdin.close()
     except (BrokenPipeError, ConnectionResetError):
@@ -349,3 +383,36 @@ def _kill(proc: asyncio.subprocess.Process) -> None:
     """SIGKILL the process group (bubblewrap's PID namespace dies with its init)."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _report(fd: int) -> dict[str, float] | None:
+    """The launcher's status line, if it wrote one (read without blocking)."""
+    os.set_blocking(fd, False)
+    try:
+        data = os.read(fd, 4096)
+    except (BlockingIOError, OSError):
+        return None
+    try:
+        found = json.loads(data.decode().splitlines()[0]) if data else None
+    except (ValueError, IndexError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def _filter_fd() -> int | None:
+    """A pipe holding the seccomp filter for bubblewrap to read (None: no filter here)."""
+    found = seccomp.program()
+    if found is None:
+        return None
+    read, write = os.pipe()
+    os.write(write, found)
+    os.close(write)
+    return read
+
+
+def _sweep_folders() -> None:
+    """Remove the run folders a killed synthaug process left behind (its pid is gone)."""
+    for folder in Path(tempfile.gettempdir()).glob("synthaug-sandbox-*-*"):
+        pid = folder.name.split("-")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)

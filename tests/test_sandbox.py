@@ -258,3 +258,12 @@ def test_a_terminated_cli_leaves_no_process_or_folder_behind(tmp_path: Path) -> 
     assert cli.returncode == 130, err
     assert survivors(marker) == []
     assert not list(Path(tempfile.gettempdir()).glob(f"synthaug-sandbox-{cli.pid}-*"))
+
+
+def test_an_interpreter_under_tmp_stays_visible(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A virtualenv under /tmp (a CI checkout) must not be hidden by the sandbox's own /tmp."""
+    monkeypatch.setattr(sandbox_module, "_python_dirs", lambda: ["/tmp/ci/.venv"])
+    argv = sandbox_module.isolation_argv("bwrap", FAST, "/tmp/x")
+    tmpfs = next(i for i, a in enumerate(argv) if a == "/tmp" and argv[i - 1] == "--tmpfs")
+    venv = argv.index("/tmp/ci/.venv")
+    assert tmpfs < venv

@@ -132,17 +132,19 @@ def isolation_argv(bwrap: str, limits: Limits, folder: str,
             "--hostname", "sandbox", "--clearenv"]
     for name, value in _ENV.items():
         argv += ["--setenv", name, value]
+    size = str(limits.disk_mb * 2**20)
+    # /proc/sys read-only: the sandbox user maps to the caller, and a root caller's sysctls
+    # are the host's. The tmpfs mounts come first so that binds below them (a virtualenv
+    # under /tmp) stay visible.
+    argv += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys",
+             "--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger",
+             "--dev", "/dev", "--size", size, "--tmpfs", "/dev/shm",
+             "--size", size, "--tmpfs", "/tmp"]
     for path in (*_SYSTEM_DIRS, *_SYSTEM_FILES, *read_only):
         argv += ["--ro-bind-try", path, path]
     for path in _python_dirs():
         argv += ["--ro-bind", path, path]
-    size = str(limits.disk_mb * 2**20)
-    # /proc/sys read-only: the sandbox user maps to the caller, and a root caller's sysctls
-    # are the host's
-    argv += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys",
-             "--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger",
-             "--dev", "/dev", "--size", size, "--tmpfs", "/dev/shm",
-             "--size", size, "--tmpfs", "/tmp", "--size", size, "--tmpfs", _WORK,
+    argv += ["--size", size, "--tmpfs", _WORK,
              "--ro-bind", f"{folder}/inputs", "/sandbox/inputs",
              "--ro-bind", f"{folder}/spec.json", _INSIDE_SPEC,
              "--ro-bind", str(_LAUNCHER), _INSIDE_LAUNCHER, "--remount-ro", "/",

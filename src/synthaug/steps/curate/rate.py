@@ -7,10 +7,10 @@ import re
 from collections.abc import Iterable
 from typing import ClassVar
 
-from synthaug.errors import ParseError
 from synthaug.records import Record, content
 from synthaug.steps.base import LLMOptions, LLMStep, Requirements, StepOptions
 from synthaug.steps.context import StepContext
+from synthaug.steps.judges import score_of
 from synthaug.steps.llm import Prompt, Reply, Sampling
 from synthaug.template import text_field
 
@@ -53,9 +53,10 @@ class LLMRate(LLMStep[RateOptions]):
         return [{"role": "user", "content": text}]
 
     def parse(self, record: Record, reply: Reply, ctx: StepContext) -> Iterable[Record]:
-        match = re.search(r"\b([1-5])\b", reply.text)
-        if match is None:
-            raise ParseError(f"no 1-5 score in the reply: {reply.text[:80]!r}")
-        reason = reply.text[match.end():].strip(" .:-\n")
-        yield {**content(record), self.options.score_field: int(match.group(1)),
+        score = score_of(reply.text, 1, 5)
+        first, _, rest = reply.text.strip().partition("\n")
+        reason = (rest or re.sub(r"^[\s*]*(?:score\s*:?\s*)?[\d.]+(?:\s*/\s*5)?", "", first,
+                                 flags=re.IGNORECASE)).strip(" .:-\n")
+        value: int | float = int(score) if score.is_integer() else score
+        yield {**content(record), self.options.score_field: value,
                f"{self.options.score_field}_reason": reason}

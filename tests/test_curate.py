@@ -158,3 +158,26 @@ def test_minhash_finds_copies_within_and_across_batches(batch_size: int) -> None
     assert ids(kept) == ["r0", "r1", "r3", "r4", "r6", "r7"]
     assert [row["record"]["_meta"]["cluster"] for _, row in side.rows] == [
         "r0", "r1", "r6", "r3"]
+
+
+@pytest.mark.parametrize(("text", "word", "kind"), [
+    ("The tree was tall.", "tree", "noun"), ("Her knees hurt.", "knee", "noun"),
+    ("They were free.", "free", "adjective"), ("We agreed.", "agree", "verb"),
+    ("He ran home.", "run", "verb"), ("It stopped.", "stop", "verb"),
+    ("She carried it.", "carry", "verb"), ("The mice hid.", "mouse", "noun"),
+    ("A bigger dog.", "big", "adjective"),
+])
+def test_required_words_match_their_inflections(text: str, word: str, kind: str) -> None:
+    from synthaug.steps.curate.checks import contains_word
+
+    assert contains_word(text, word, kind)
+
+
+@pytest.mark.parametrize(("text", "word", "kind"), [
+    ("A tea party.", "tree", "noun"), ("He is a runner.", "run", "verb"),
+    ("Knowledge helps.", "know", "verb"), ("Free the bird.", "tree", "noun"),
+])
+def test_other_words_sharing_letters_do_not_count(text: str, word: str, kind: str) -> None:
+    from synthaug.steps.curate.checks import contains_word
+
+    assert not contains_word(text, word, kind)

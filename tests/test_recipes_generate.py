@@ -158,21 +158,33 @@ def test_genqa_picks_one_candidate_at_random_with_a_seed(server: FakeOpenAIServe
 
 def test_tinystories_rejects_a_story_missing_a_word(server: FakeOpenAIServer,
                                                     tmp_path: Path) -> None:
+    from lemminflect import getInflection
+
+    def inflected(word: str, tag: str) -> str:
+        """The word as a story would use it: past tense, plural, comparative."""
+        found = getInflection(word, tag=tag, inflect_oov=False)
+        return found[0] if found else word
+
     def reply(body: dict[str, Any]) -> Reply:
         text = prompt_of(body)
         verb = re.search(r'verb "([^"]+)"', text).group(1)  # type: ignore[union-attr]
         noun = re.search(r'noun "([^"]+)"', text).group(1)  # type: ignore[union-attr]
         adjective = re.search(r'adjective "([^"]+)"', text).group(1)  # type: ignore[union-attr]
-        words = [noun, adjective] if len(server.calls) % 2 else [noun, verb, adjective]
-        return Reply(text="Once upon a time " + " and ".join(words) + ".")
+        used = [inflected(noun, "NNS"), inflected(adjective, "JJR")]
+        if not len(server.calls) % 2:
+            used.append(inflected(verb, "VBD"))
+        return Reply(text="Once upon a time " + " and ".join(used) + ".")
 
     server.responder = reply
     state = run_recipe("tinystories", server, tmp_path, sets={"words": {"count": 6}})
     dropped = read_jsonl(tmp_path / "out" / "dropped.jsonl")
+    kept = read_jsonl(tmp_path / "out" / "records.jsonl")
     assert len(dropped) == 3 and {d["reason"] for d in dropped} == {"missing the verb"}
     assert state.written == 3
-    vocab_prompt = prompt_of(server.calls[0])
-    assert "simple words" in vocab_prompt
+    # the kept stories use the words inflected, not as given
+    assert all(r["verb"] not in r["story"].split() for r in kept if
+               inflected(r["verb"], "VBD") != r["verb"])
+    assert "simple words" in prompt_of(server.calls[0])
 
 
 def test_magpie_multi_turn_continues_from_the_history(server: FakeOpenAIServer,

@@ -14,11 +14,29 @@ from synthaug.steps.judges import yes_no
 from synthaug.steps.llm import Uses
 from synthaug.template import text_field
 
+_POS = {"noun": ("NOUN",), "verb": ("VERB",), "adjective": ("ADJ",), "adverb": ("ADV",)}
 
-def contains_word(text: str, word: str) -> bool:
-    """True if `word` occurs in `text` as a word, allowing simple inflections (-s, -ed, -ing)."""
-    stem = re.escape(word.lower().rstrip("e") if len(word) > 3 else word.lower())
-    return re.search(rf"\b{stem}(?:e|es|s|d|ed|ing|ies|ied|er|est)?\b", text.lower()) is not None
+
+def word_forms(word: str, kind: str | None = None) -> set[str]:
+    """`word` and its inflections (ran, runs, running for run; trees; bigger), from
+    lemminflect's tables; `kind` (noun, verb, adjective, adverb) narrows the part of speech."""
+    from lemminflect import getAllInflections, getAllInflectionsOOV, getAllLemmas
+
+    given = word.lower().strip()
+    forms = {given}
+    for upos in _POS.get(kind or "", ("NOUN", "VERB", "ADJ", "ADV")):
+        lemmas = {lemma for found in getAllLemmas(given, upos=upos).values() for lemma in found}
+        for lemma in lemmas or {given}:
+            table = getAllInflections(lemma, upos=upos) or \
+                (getAllInflectionsOOV(lemma, upos=upos) if upos != "ADV" else {})
+            forms |= {lemma} | {form.lower() for found in table.values() for form in found}
+    return forms
+
+
+def contains_word(text: str, word: str, kind: str | None = None) -> bool:
+    """True if `text` uses `word` in any of its inflected forms (`kind`: its part of speech)."""
+    tokens = set(re.findall(r"[a-z]+(?:'[a-z]+)?", text.lower()))
+    return not tokens.isdisjoint(word_forms(word, kind))
 
 
 class MustContainOptions(StepOptions):
@@ -29,7 +47,8 @@ class MustContainOptions(StepOptions):
 
 
 class MustContain(Filter[MustContainOptions]):
-    """Drops records whose text misses the word held in any of `word_fields`."""
+    """Drops records whose text misses the word held in any of `word_fields` (inflected forms
+    count: a field named noun, verb or adjective matches that part of speech's forms)."""
 
     Options: ClassVar[type[StepOptions]] = MustContainOptions
 
@@ -39,7 +58,8 @@ class MustContain(Filter[MustContainOptions]):
     def keep(self, record: Record) -> bool | tuple[bool, str]:
         o = self.options
         text = text_field(record, o.field)
-        missing = [f for f in o.word_fields if not contains_word(text, text_field(record, f))]
+        missing = [f for f in o.word_fields
+                   if not contains_word(text, text_field(record, f), f)]
         return (False, f"missing the {missing[0]}") if missing else True
 
 

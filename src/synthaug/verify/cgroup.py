@@ -39,7 +39,6 @@ def _make(parent: Path | None, settings: dict[str, str]) -> Path | None:
     """A new child cgroup of `parent` with `settings` written, or None if not allowed."""
     if parent is None or not parent.is_dir():
         return None
-    _sweep(parent)
     folder = parent / f"synthaug-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         folder.mkdir()
@@ -119,9 +118,10 @@ def _procs(folder: Path) -> list[str]:
         return []
 
 
-def _sweep(parent: Path) -> None:
+def sweep() -> None:
     """Remove the cgroups a killed synthaug process left behind (its pid is gone)."""
-    for folder in parent.glob("synthaug-*-*"):
+    parents = {_own("pids"), _own("memory"), _own("")}
+    for folder in (f for p in parents if p is not None for f in p.glob("synthaug-*-*")):
         pid = folder.name.split("-")[1]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             Cgroup([folder], []).kill()

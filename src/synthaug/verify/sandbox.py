@@ -37,7 +37,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from synthaug.errors import ConfigError, SynthaugError
-from synthaug.verify import seccomp
+from synthaug.verify import cgroup, seccomp
 from synthaug.verify.cgroup import Cgroup
 
 Status = Literal["ok", "error", "timeout", "memory", "output_limit", "killed"]
@@ -247,6 +247,8 @@ class Sandbox:
                 "isolation) pass --unsafe-local (synthaug sandbox run) or set the step option "
                 "unsafe_local: true")
         self.bwrap = None if why else bwrap
+        _sweep_folders()  # what a killed earlier run left behind, once per sandbox
+        cgroup.sweep()
         self.isolation = "bubblewrap" if self.bwrap else "unsafe-local"
         self._slots = asyncio.Semaphore(self.limits.parallel or os.cpu_count() or 1)
 
@@ -254,7 +256,6 @@ class Sandbox:
                   files: Mapping[str, str] | None = None) -> Result:
         """Run `code` as main.py with `args` in a fresh working dir holding `files`."""
         async with self._slots:
-            _sweep_folders()
             with tempfile.TemporaryDirectory(prefix=f"synthaug-sandbox-{os.getpid()}-") \
                     as folder:
                 _write_inputs(Path(folder) / "inputs", code, files)

@@ -83,8 +83,7 @@ def calculation_errors(solution: str) -> list[str]:
     wrong, previous = [], None
     for equation in equations(solution):
         lhs, _, rhs = equation.rpartition("=")
-        # a sentence's closing period can run into the next equation (". 10/3" -> ".10/3")
-        verdicts = [_computes(side, rhs) for side in dict.fromkeys((lhs, lhs.lstrip(".")))]
+        verdicts = [_computes(lhs, rhs)]
         if previous is not None and lhs[:1] in "+-*/":
             verdicts.append(_computes(previous + lhs, rhs))
         if False in verdicts and True not in verdicts:

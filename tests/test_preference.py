@@ -156,15 +156,40 @@ def test_position_bias_is_flagged_for_a_biased_judge_not_a_fair_one(tmp_path: Pa
     rows = read_jsonl(folder / "records.jsonl") + read_jsonl(folder / "dropped.jsonl")
     biased = judge_biases(rows)["pairwise"]
     assert biased["position"]["share"] == 1.0 and biased["position"]["flagged"]
+    assert biased["position"]["votes"] == 36  # 12 records x 3 pairs, each won by position
     assert biased["swap_disagreement"]["share"] == 1.0
     fair = judge_biases(read_jsonl(tmp_path / "fair" / "out" / "records.jsonl"))["pairwise"]
-    assert fair["position"]["share"] == 0.5 and not fair["position"]["flagged"]
-    assert fair["swap_disagreement"]["share"] == 0.0
+    assert fair["position"]["votes"] == 0 and not fair["position"]["flagged"]
+    assert fair["swap_disagreement"] == {"swapped_pairs": 36, "share": 0.0}
     page = write_report(folder, embedder=None).read_text()
-    assert "position: first shown wins" in page and "FLAGGED" in page
+    assert "position: first position" in page and "FLAGGED" in page
     fair_page = write_report(tmp_path / "fair" / "out", embedder=None).read_text()
     assert "Judges: position" in fair_page
-    assert re.search(r"position: first shown wins \(pairwise\)</td><td>0\.500.*?ok", fair_page)
+    assert re.search(r"position: first position[^<]*</td><td>n/a(</td><td>[^<]*){3}</td><td>ok",
+                     fair_page)
+    # its better answers are also the longer ones: the length measure says so, as it should
+    assert fair["length"]["share"] == 1.0 and fair["length"]["flagged"]
+
+
+def test_position_bias_hidden_among_consistent_pairs_is_still_flagged() -> None:
+    def pair(one: int, two: int) -> list[dict[str, Any]]:
+        return [{"kind": "pair", "judge": "j", "shown": [0, 1], "winner": one,
+                 "lengths": [5, 5], "models": ["a", "b"]},
+                {"kind": "pair", "judge": "j", "shown": [1, 0], "winner": two,
+                 "lengths": [5, 5], "models": ["b", "a"]}]
+    # 90 pairs judged on content (a wins in both orders), 12 where the first shown won twice
+    rows = [{"judgements": pair(0, 1)} for _ in range(90)] + \
+        [{"judgements": pair(0, 0)} for _ in range(12)]
+    found = judge_biases(rows)["pairwise"]
+    assert found["position"]["votes"] == 12 and found["position"]["flagged"]
+    assert found["swap_disagreement"]["share"] == pytest.approx(12 / 102, abs=1e-4)
+
+
+def test_judgements_copied_into_several_pairs_count_once() -> None:
+    entries = [{"kind": "pair", "judge": "j", "shown": [0, 1], "winner": 0,
+                "lengths": [5, 9], "models": ["a", "b"]}]
+    rows = [{"judgements": entries, "_meta": {"parents": ["p1"]}} for _ in range(3)]
+    assert judge_biases(rows)["pairwise"]["length"]["votes"] == 1
 
 
 def test_length_and_self_preference_are_measured(tmp_path: Path) -> None:
@@ -363,3 +388,38 @@ def test_backends_file_points_each_role_at_its_models(tmp_path: Path) -> None:
                                       str(tmp_path / "o2"), "--backends",
                                       str(tmp_path / "bad.yaml")])
     assert result.exit_code == 2 and "critic" in result.output and "bad.yaml" in result.output
+
+
+@pytest.mark.parametrize(("text", "verdict"), [
+    ("Verdict: a tie", "tie"), ("Verdict: Response A", "A"), ("**Verdict: B**", "B"),
+    ("Both fine.\nVerdict: TIE", "tie"), ("A", "A")])
+def test_pair_verdicts_read_capital_letters_only(text: str, verdict: str) -> None:
+    from synthaug.steps.prefer.common import pair_verdict
+
+    assert pair_verdict(text) == verdict
+
+
+@pytest.mark.parametrize("text", ["The verdict: a slight edge to response B", "verdict - a draw",
+                                  "Verdict: A\nOn reflection, Verdict: B"])
+def test_pair_verdicts_never_read_an_article_as_response_a(text: str) -> None:
+    from synthaug.errors import ParseError
+    from synthaug.steps.prefer.common import pair_verdict
+
+    with pytest.raises(ParseError):
+        pair_verdict(text)
+
+
+def test_preference_exports_never_put_the_answer_in_the_prompt() -> None:
+    from synthaug.shapes import to_dpo, to_kto, to_rm
+
+    record = {"messages": [{"role": "system", "content": "Be brief."},
+                           {"role": "user", "content": "Capital of France?"},
+                           {"role": "assistant", "content": "Paris."}],
+              "chosen": "Paris.", "rejected": "Lyon."}
+    row = to_dpo(record)
+    assert row is not None and row["prompt"][-1] == {"role": "user",
+                                                     "content": "Capital of France?"}
+    assert to_rm(record)["chosen"][-1]["content"] == "Paris."  # type: ignore[index]
+    assert all(r["prompt"][-1]["role"] == "user" for r in to_kto(record))
+    broken = {**record, "messages": [{"content": "no role"}]}
+    assert to_dpo(broken) is None and to_kto(broken) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Callable
@@ -143,11 +144,14 @@ def pairwise_labeler(text: str) -> str | None:
     return f"Response {digit} is the later draft.\nPreferred: {digit}"
 
 
+_ANSWERED = itertools.count()
+
+
 def rated_together(text: str) -> str | None:
     """UltraFeedback's judge: every text shown rated on the aspect asked, each differently."""
     shown = re.findall(r"<text (\d+)>", text)
-    if not shown or "Rate each of the" not in text:
-        return None
+    if not shown or "Rate each of the" not in text:  # a completion: each one a new text
+        return f"Answer number {next(_ANSWERED)}."  # (identical pairs are dropped)
     return "\n".join(f"Text {i}\nRationale: judged on the rubric.\nRating: {max(1, 6 - int(i))}"
                      for i in shown)
 
@@ -174,7 +178,13 @@ def safety_judged(text: str) -> str | None:
     return None
 
 
+def sentiment_label(text: str) -> str | None:
+    """LLM labeling: a JSON answer inside the label schema, with a stated confidence."""
+    return '{"label": "positive", "confidence": 90}' if "\nLabels:\n- " in text else None
+
+
 SCRIPTED: dict[str, Callable[[str], str | None]] = {
+    "llm-labeling": sentiment_label,
     **dict.fromkeys(("beavertails", "red-team"), safety_judged),
     "ultrainteract": solved,
     **dict.fromkeys(("constitutional-ai", "self-refine", "clair"), revised),
@@ -189,7 +199,7 @@ SCRIPTED: dict[str, Callable[[str], str | None]] = {
     "baize": transcript,
     "self-rewarding": self_judged,
 }
-NO_MODEL = {"amps-procedural"}  # sympy-generated problems: no model call at all
+NO_MODEL = {"amps-procedural", "eda", "symbol-tuning"}  # computed in code: no model call
 
 
 def reply_for(name: str) -> Callable[[dict[str, Any]], Reply]:

@@ -82,12 +82,21 @@ def to_prm(record: Record) -> dict[str, Any] | None:
 
 
 def _prompt_turns(record: Record) -> list[dict[str, str]] | None:
-    """The conversation a preference pair answers: `prompt` or `messages` turns as given,
-    else the instruction (and input) as one user turn after the record's system message."""
+    """The conversation a preference pair answers: `prompt` or `messages` turns up to their
+    last user turn, else the instruction (and input) as one user turn after the record's
+    system message; None when there is none or the turns are malformed."""
     for name in ("prompt", "messages"):
         turns = record.get(name)
-        if isinstance(turns, list) and turns and all(isinstance(t, dict) for t in turns):
-            return [{"role": str(t["role"]), "content": str(t["content"])} for t in turns]
+        if not isinstance(turns, list) or not turns:
+            continue
+        if not all(isinstance(t, dict) and isinstance(t.get("role"), str)
+                   and isinstance(t.get("content"), str) for t in turns):
+            return None  # malformed turns: no row rather than a guessed prompt
+        users = [i for i, t in enumerate(turns) if t["role"] == "user"]
+        if not users:
+            return None
+        # up to the last user turn: an answer already in the conversation is not prompt
+        return [{"role": t["role"], "content": t["content"]} for t in turns[: users[-1] + 1]]
     instruction = _first(record, _INSTRUCTION)
     if instruction is None:
         return None

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+from collections.abc import Awaitable
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -123,7 +124,9 @@ class PoolBackend(Backend[PoolOptions]):
             return [(first, request)]
         order = [(first + i) % count for i in range(count)]
         shares = [request.n // count + (1 if i < request.n % count else 0) for i in range(count)]
-        return [(member, dataclasses.replace(request, n=share))
+        # each member its own seed, so two members serving the same model still differ
+        return [(member, dataclasses.replace(request, n=share, seed=None if request.seed is None
+                                             else request.seed + 104729 * member))
                 for member, share in zip(order, shares, strict=True) if share]
 
     def label(self, member: int, completions: list[Completion]) -> list[Completion]:
@@ -135,7 +138,7 @@ class PoolBackend(Backend[PoolOptions]):
 
     async def generate(self, request: Request) -> list[Completion]:
         assigned = self.assign(request)
-        parts = await asyncio.gather(*(self.members[i].generate(sub) for i, sub in assigned))
+        parts = await _all(*(self.members[i].generate(sub) for i, sub in assigned))
         return [c for (i, _), part in zip(assigned, parts, strict=True)
                 for c in self.label(i, part)]
 
@@ -150,6 +153,10 @@ class PoolClient:
     def __init__(self, pool: PoolBackend, cache: ResponseCache | None = None) -> None:
         self.backend = pool
         self.members = [LLMClient(m, cache) for m in pool.members]
+        for name, client in zip(pool.names, self.members, strict=True):
+            # the member's name is part of its cache identity: two members serving the same
+            # model under two names never share answers
+            client.identity = {**client.identity, "member": name}
         self.concurrency = sum(c.concurrency for c in self.members)
 
     @property
@@ -182,8 +189,7 @@ class PoolClient:
         else:
             raise ConfigError(f"no pool member named '{member}'; members: "
                               f"{', '.join(self.backend.names)}", field="backend")
-        parts = await asyncio.gather(*(self.members[i].complete(sub, validate)
-                                       for i, sub in assigned))
+        parts = await _all(*(self.members[i].complete(sub, validate) for i, sub in assigned))
         return [c for (i, _), part in zip(assigned, parts, strict=True)
                 for c in self.backend.label(i, part)]
 
@@ -195,6 +201,15 @@ class PoolClient:
     async def close(self) -> None:
         """Close every member."""
         await self.backend.close()
+
+
+async def _all(*work: Awaitable[list[Completion]]) -> list[list[Completion]]:
+    """Every member's answers; the first error is raised once every call has ended."""
+    results = await asyncio.gather(*work, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return [r for r in results if not isinstance(r, BaseException)]
 
 
 AnyClient = LLMClient | PoolClient

@@ -3,9 +3,11 @@
 Judge steps (`judge-pair`, `judge-rate`, `judge-rank`) leave one `judgements` entry per
 verdict in each record (kept or dropped). From those:
 
-- position bias: the share of decided pairwise votes won by the response shown first (a
-  content-driven judge that saw every pair in both orders gives 0.5), the share of swapped
-  pairs whose two votes disagree, and for rankings the share ranked top when shown first
+- position bias, from pairs judged in both orders: the share of swapped pairs whose two
+  votes went to the same position (the judge followed the position, not the content), and
+  among those, how often it was the first position (a sign test: with no position bias,
+  first and second are equally likely; unswapped votes say nothing about position, since
+  the order is then the pool's); for rankings, the share ranked top when shown first
   (expected 1/K);
 - length bias: the share of decided votes won by the longer response, and the rank
   correlation between a rated response's length and its score;
@@ -21,6 +23,7 @@ longer answers can be better.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from statistics import fmean
@@ -84,34 +87,50 @@ def spearman(xs: list[float], ys: list[float]) -> float | None:
 
 
 def _entries(records: Iterable[Record]) -> list[list[dict[str, Any]]]:
-    """Each record's judgement entries (a dropped row's record counts too)."""
-    found = []
+    """Each record's judgement entries (a dropped row's record counts too), counted once:
+    records derived from one parent with the same entries (several pairs made from one set
+    of verdicts) give them once."""
+    found, seen = [], set()
     for row in records:
         record = row.get("record") if isinstance(row.get("record"), dict) else row
         entries = record.get("judgements") if isinstance(record, dict) else None
-        if isinstance(entries, list):
-            found.append([e for e in entries if isinstance(e, dict)])
+        if not isinstance(entries, list):
+            continue
+        parents = (record.get("_meta") or {}).get("parents") if isinstance(record, dict) else None
+        key = json.dumps([parents, entries], sort_keys=True, default=str)
+        if parents and key in seen:
+            continue
+        seen.add(key)
+        found.append([e for e in entries if isinstance(e, dict)])
     return found
 
 
+def _swapped(entries: list[dict[str, Any]]) -> list[tuple[Any, Any]]:
+    """The two winners (positions 0/1/None) of every pair judged in both orders by the same
+    judge under the same principle, first order first."""
+    votes: dict[tuple[Any, ...], list[Any]] = {}
+    for e in (e for e in entries if e.get("kind") == "pair"):
+        shown = e.get("shown") or []
+        if len(shown) == 2:
+            key = (e.get("judge"), e.get("principle"), e.get("step"), *sorted(shown))
+            votes.setdefault(key, []).append(e.get("winner"))
+    return [(v[0], v[1]) for v in votes.values() if len(v) == 2]
+
+
 def _pairs(groups: list[list[dict[str, Any]]]) -> dict[str, Any]:
-    first = longer = own = 0
-    decided = by_length = by_self = 0
-    swapped = split = 0
+    first = second = swapped = split = longer = own = 0
+    by_length = by_self = 0
     for entries in groups:
-        seen: dict[tuple[Any, ...], Any] = {}
+        for one, two in _swapped(entries):
+            swapped += 1
+            if one in (0, 1) and one == two:  # the same position won twice: not the content
+                split += 1
+                first += one == 0
+                second += one == 1
         for e in (e for e in entries if e.get("kind") == "pair"):
-            shown, winner = e.get("shown") or [], e.get("winner")
-            key = (e.get("judge"), *sorted(shown))
-            won = shown[winner] if winner in (0, 1) and len(shown) == 2 else None
-            if key in seen:
-                swapped += 1
-                split += seen[key] != won
-            seen[key] = won
+            winner = e.get("winner")
             if winner not in (0, 1):
                 continue
-            decided += 1
-            first += winner == 0
             lengths, models = e.get("lengths") or [0, 0], e.get("models") or [None, None]
             if lengths[0] != lengths[1]:
                 by_length += 1
@@ -120,7 +139,7 @@ def _pairs(groups: list[list[dict[str, Any]]]) -> dict[str, Any]:
             if sum(mine) == 1:
                 by_self += 1
                 own += mine[winner]
-    return {"position": share_test(first, decided),
+    return {"position": share_test(first, first + second),
             "swap_disagreement": {"swapped_pairs": swapped,
                                   "share": round(split / swapped, 4) if swapped else None},
             "length": share_test(longer, by_length), "self_preference": share_test(own, by_self)}

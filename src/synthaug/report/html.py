@@ -96,14 +96,15 @@ def _judges(data: ReportData) -> str:
     if not found:
         return "<p>No judge verdicts in this dataset.</p>"
     pairs, ratings, ranks = found["pairwise"], found["ratings"], found["rankings"]
-    rows = [_share("position: first shown wins (pairwise)", pairs["position"]),
+    rows = [_share("position: first position, of swapped pairs won by one position",
+                   pairs["position"]),
             _share("length: longer wins (pairwise)", pairs["length"]),
             _share("self-preference: own model wins (pairwise)", pairs["self_preference"]),
             _share("position: first shown ranked top (k-wise)", ranks["first_shown_ranked_top"])]
     swap = pairs["swap_disagreement"]
     rho, own = ratings["length_correlation"], ratings["self_preference"]
     notes = (f"<p>judges: {html.escape(', '.join(found['judges']))}. Swapped pairs: "
-             f"{swap['swapped_pairs']}, votes disagreeing across orders: "
+             f"{swap['swapped_pairs']}, won by the same position in both orders: "
              f"{swap['share'] if swap['share'] is not None else 'n/a'}. Ratings: "
              f"{ratings['ratings']}; length/score rank correlation {rho['rho']}"
              f"{' (FLAGGED)' if rho['flagged'] else ''}; own-model rating minus others' "

@@ -20,6 +20,7 @@ from synthaug.errors import ParseError, RecordError
 from synthaug.records import Record
 from synthaug.steps.base import LLMOptions
 from synthaug.steps.llm import Sampling
+from synthaug.template import text_field
 
 JUDGE_SAMPLING = Sampling(temperature=0.0, max_tokens=512)
 T = TypeVar("T")
@@ -61,9 +62,10 @@ def reference_block(record: Record, field: str | None) -> str:
     return f"Reference answer (what a top response contains):\n{record[field].strip()}\n\n"
 
 
-_VERDICT = re.compile(r"\bverdict\b\W{0,6}(?:response\s+)?\[?\b(A|B|tie)\b",
-                      re.IGNORECASE)
-_LEADING = re.compile(r"^\W{0,4}(?:response\s+)?\[?(A|B|tie)\b\]?\W*$", re.IGNORECASE)
+# the letters only in capitals: "Verdict: a tie" must not read as response A
+_VERDICT = re.compile(r"(?i:\bverdict\b)\W{0,6}(?:(?i:response)\s+)?\[?\b"
+                      r"(?:(?i:an?|the)\s+)?((?-i:A|B)|(?i:tie))\b")
+_LEADING = re.compile(r"^\W{0,4}(?:(?i:response)\s+)?\[?((?-i:A|B)|(?i:tie))\b\]?\W*$")
 
 
 def pair_verdict(text: str) -> str:
@@ -99,3 +101,18 @@ def with_judgements(record: Record, entries: list[dict[str, Any]]) -> list[dict[
     """The record's existing judgements followed by `entries`."""
     found = record.get("judgements")
     return [*(found if isinstance(found, list) else []), *entries]
+
+
+def prompt_text(record: Record, field: str) -> str:
+    """The request a judge is shown: the user turns of the record's `prompt` (what the
+    models were asked, as `completions` stores it) when it holds chat turns; else `field`,
+    then the record's `input` (when a non-empty string) after a blank line."""
+    turns = record.get("prompt")
+    if isinstance(turns, list):
+        users = [t["content"] for t in turns if isinstance(t, dict)
+                 and t.get("role") == "user" and isinstance(t.get("content"), str)]
+        if users:
+            return "\n\n".join(users)
+    text = text_field(record, field)
+    given = record.get("input")
+    return f"{text}\n\n{given}" if isinstance(given, str) and given.strip() else text

@@ -1,5 +1,7 @@
 """completions: several answers to one prompt, from every model of a pool role, each kept with
-the model that wrote it (the first stage of UltraFeedback-style preference data)."""
+the model that wrote it (the first stage of UltraFeedback-style preference data). The user
+turn the models were asked is kept as `prompt` (chat turns; a drawn system message stays with
+its completion), so judges and preference exports show exactly what was answered."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ class CompletionsOptions(EachOptions):
     backend: str = "default"
     template: str = "{instruction}"
     output_field: str = "completions"
+    prompt_output: str | None = "prompt"  # where the asked user turn(s) go; None: not kept
     samples: int = Field(1, ge=1)  # answers per model
     # models drawn per record (seeded) from a larger pool, e.g. UltraFeedback's 4 of 17;
     # None (or a pool no larger): every model answers
@@ -45,7 +48,8 @@ class Completions(Each[CompletionsOptions]):
         return template.requirements(self.options.template, *self.options.system_messages)
 
     def provides(self) -> set[str]:
-        return {self.options.output_field}
+        o = self.options
+        return {o.output_field, *([o.prompt_output] if o.prompt_output else [])}
 
     async def _one(self, record: Record, ctx: StepContext, model: str,
                    index: int) -> tuple[Reply, str | None]:
@@ -76,4 +80,6 @@ class Completions(Each[CompletionsOptions]):
                 item["system_message"] = system
             completions.append(item)
         made = {**content(record), o.output_field: completions}
+        if o.prompt_output:
+            made[o.prompt_output] = template.messages(record, o.template)
         return [ctx.derive([record], made, 0, *(reply for reply, _ in answers))]

@@ -7,7 +7,8 @@ role) says which one is better, as in RLAIF (both orders, averaged; `labels`, `r
 `criteria` as in rlaif-label). The round's pairs are the records of the round; the
 `between_rounds` command trains on them (DPO, IPO...) and switches the policy role to the
 trained model, so the next round's pairs are sampled on-policy from it. The manifest lists each
-round's policy and annotator models, prompts, pairs and drops.
+round's policy and annotator models, prompts, pairs and drops. The user turn the policy was
+asked (`template`) is kept as `prompt`; it is also what the annotator is shown.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from synthaug.records import Record, content
 from synthaug.steps.base import Requirements, Rounds, RoundsOptions, StepOptions
 from synthaug.steps.context import StepContext
 from synthaug.steps.llm import Sampling, Uses
-from synthaug.steps.prefer.common import with_judgements
+from synthaug.steps.prefer.common import prompt_text, with_judgements
 from synthaug.steps.prefer.rlaif import (
     Labeling,
     entries_of,
@@ -39,7 +40,7 @@ class OAIFOptions(RoundsOptions, Labeling):
 
     backend: str = "policy"  # the model being aligned; the between-rounds hook switches it
     annotator: str = "annotator"
-    prompt_field: str = "instruction"  # what the annotator is shown as the request
+    prompt_field: str = "instruction"  # required; the annotator is shown the asked turn
     template: str = "{instruction}"  # what the policy is asked
     sampling: Sampling = Sampling(temperature=1.0, max_tokens=512)
     batch: int | None = Field(None, ge=1)  # prompts per round, in turn (None: all of them)
@@ -65,7 +66,7 @@ class OAIF(Rounds[OAIFOptions]):
 
     def provides(self) -> set[str]:
         return {"chosen", "rejected", "chosen_model", "rejected_model", "preference",
-                "preference_strength", "judgements", "completions", "round"}
+                "preference_strength", "judgements", "completions", "round", "prompt"}
 
     def planned_rounds(self) -> int:
         """The rounds asked for when a command trains the policy between them; else one (the
@@ -109,15 +110,17 @@ class OAIF(Rounds[OAIFOptions]):
     async def pair(self, record: Record, index: int, ctx: StepContext) -> list[Record]:
         """Two samples of the current policy for one prompt, labelled by the annotator."""
         o = self.options
-        sampled = await ctx.generate(template.messages(record, o.template), o.sampling, n=2,
-                                     role=o.backend, seed=ctx.seed_for(record, "policy", index))
+        asked = template.messages(record, o.template)
+        sampled = await ctx.generate(asked, o.sampling, n=2, role=o.backend,
+                                     seed=ctx.seed_for(record, "policy", index))
         items = [{"model": sampled.model, "text": text.strip()} for text in sampled.texts]
-        made: dict[str, Any] = {**content(record), "round": index, "completions": items}
+        made: dict[str, Any] = {**content(record), "round": index, "completions": items,
+                                "prompt": asked}
         if items[0]["text"] == items[1]["text"]:
             ctx.drop(ctx.derive([record], made, index, sampled), "identical responses")
             return []
         label = await label_pair(ctx, o, o.annotator, record, self.shots,
-                                 text_field(record, o.prompt_field),
+                                 prompt_text(made, o.prompt_field),
                                  (items[0]["text"], items[1]["text"]), index)
         made["judgements"] = with_judgements(record, entries_of(label, items,
                                                                 label.replies[0].model))

@@ -5,18 +5,19 @@ Each pair of completions is judged twice, once in each order. The two votes agre
 response wins. They disagree (the judge followed the position, not the content): a tie, or
 the record is dropped (`on_disagreement`). With more than two completions every pair is
 judged and the completion with the most wins is `chosen`, the one with the fewest (drawn at
-random among equals, seeded) `rejected`; no single best drops the record as `no clear
-preference`.
+random among equals, seeded) that `chosen` beat in their own comparison (a decided result,
+not a tie or a split) `rejected`; no single best, or no such loser, drops the record as `no clear
+preference`. With `allow_ties: false` a 'tie' reply is a failure, never a vote.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from typing import Any, ClassVar
 
 from pydantic import Field
 
+from synthaug.errors import ParseError
 from synthaug.records import Record, content
 from synthaug.steps.base import Each, Requirements, StepOptions
 from synthaug.steps.context import StepContext
@@ -26,10 +27,11 @@ from synthaug.steps.prefer.common import (
     completions_of,
     judgement,
     pair_verdict,
+    prompt_text,
     reference_block,
+    settled,
     with_judgements,
 )
-from synthaug.template import text_field
 
 DEFAULT_CRITERIA = ("Which response follows the instruction better: more helpful, correct "
                     "and honest? Length alone is no reason to prefer a response.")
@@ -57,6 +59,17 @@ def _winner(first: str, second: str | None) -> str:
     return "tie" if "tie" in (one, two) else "split"
 
 
+def _beaten(results: list[dict[str, Any]], best: int, wins: dict[int, float],
+            bottom: float) -> list[int]:
+    """The completions with the fewest wins that `best` beat in their direct comparison."""
+    beat = set()
+    for found in results:
+        i, j = found["pair"]
+        if (found["result"], best) in (("a", i), ("b", j)):
+            beat.add(j if found["result"] == "a" else i)
+    return [i for i, won in wins.items() if won == bottom and i in beat]
+
+
 class JudgePair(Each[PairOptions]):
     """Judges every pair of a record's completions in both orders; writes `chosen`,
     `rejected`, their models, `preference` (votes and result) and `judgements`."""
@@ -78,7 +91,7 @@ class JudgePair(Each[PairOptions]):
         options = "'Verdict: A', 'Verdict: B'" + (" or 'Verdict: tie'" if o.allow_ties else "")
         ask = ("Explain your comparison in a few sentences, then end with one line: "
                if o.rationale else "Reply with one line only: ") + options + "."
-        user = (f"Instruction:\n{text_field(record, o.prompt_field)}\n\n"
+        user = (f"Instruction:\n{prompt_text(record, o.prompt_field)}\n\n"
                 f"{reference_block(record, o.reference_field)}"
                 f"Response A:\n{first}\n\nResponse B:\n{second}\n\n{o.criteria}\n{ask}")
         return [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": user}]
@@ -91,6 +104,9 @@ class JudgePair(Each[PairOptions]):
                                    o.sampling, role=o.backend,
                                    seed=ctx.seed_for(record, "pair", *shown))
         verdict = pair_verdict(reply.text)
+        if verdict == "tie" and not o.allow_ties:
+            raise ParseError(f"the judge answered 'tie', which allow_ties: false forbids: "
+                             f"{reply.text[:80]!r}", raw=[reply.text])
         position = {"A": 0, "B": 1}.get(verdict)
         entry = judgement("pair", reply.model, shown=list(shown), winner=position,
                           lengths=[len(first["text"]), len(second["text"])],
@@ -102,7 +118,7 @@ class JudgePair(Each[PairOptions]):
         items = completions_of(record, o.completions_field, max(2, o.min_completions))
         pairs = list(itertools.combinations(range(len(items)), 2))
         orders = [(i, j) for i, j in pairs] + ([(j, i) for i, j in pairs] if o.swap else [])
-        votes = await asyncio.gather(*(self._vote(record, ctx, items, s) for s in orders))
+        votes = await settled(*(self._vote(record, ctx, items, s) for s in orders))
         by_order = {shown: verdict for shown, (verdict, _, _) in zip(orders, votes, strict=True)}
         entries = [entry for _, _, entry in votes]
         wins = {i: 0.0 for i in range(len(items))}
@@ -125,9 +141,12 @@ class JudgePair(Each[PairOptions]):
             ctx.drop(derived, "judge disagreed across orders", f"pairs {split[0]['pair']}")
         elif top == bottom or counts.count(top) > 1:
             ctx.drop(derived, "no clear preference", f"wins {wins}")
+        elif not (last := _beaten(results, counts.index(top), wins, bottom)):
+            ctx.drop(derived, "no clear preference",
+                     f"the most winning completion ({counts.index(top)}) has no decided win "
+                     f"over a least winning one; wins {wins}")
         else:
             chosen = items[counts.index(top)]
-            last = [i for i, won in wins.items() if won == bottom]
             rejected = items[ctx.rng(record, "rejected").choice(last)]
             derived.update(chosen=chosen["text"], rejected=rejected["text"],
                            chosen_model=chosen.get("model"),

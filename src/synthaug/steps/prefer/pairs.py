@@ -3,7 +3,8 @@
 `best-vs-random` is the binarization of the released UltraFeedback data: the completion with
 the highest rating is chosen, one of the strictly lower-rated others, drawn at random
 (seeded), is rejected. `best-vs-worst` takes the lowest instead; `all-pairs` makes one pair
-per two completions whose scores differ by more than `min_margin`.
+per two completions whose scores differ by more than `min_margin`. A pair whose two texts
+are the same (up to whitespace) teaches nothing and is dropped as `identical texts`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from synthaug.records import Record, content
 from synthaug.steps.base import Map, Requirements, StepOptions
 from synthaug.steps.context import StepContext
 from synthaug.steps.prefer.common import completions_of
+
+
+def _norm(text: str) -> str:
+    """The text with its whitespace runs collapsed (what 'identical' compares)."""
+    return " ".join(text.split())
 
 
 class PairsOptions(StepOptions):
@@ -74,6 +80,12 @@ class PreferencePairs(Map[PairsOptions]):
         if not pairs:
             ctx.drop(record, "no preference", f"scores {sorted(s for s, _ in scored)}")
             return []
+        same = [(c, r) for c, r in pairs if _norm(items[c]["text"]) == _norm(items[r]["text"])]
+        for c, r in same:
+            ctx.drop({**content(record), "chosen": items[c]["text"],
+                      "rejected": items[r]["text"]}, "identical texts",
+                     f"completions {c} and {r}")
+        pairs = [pair for pair in pairs if pair not in same]
         score = {i: s for s, i in scored}
         sign = 1.0 if o.by == "rating" else -1.0
         return [{**content(record), "chosen": items[c]["text"], "rejected": items[r]["text"],

@@ -2,7 +2,10 @@
 feedback then score, Kim et al. 2023; UltraFeedback's per-aspect ratings, Cui et al. 2023).
 
 `mode: each` asks once per completion and aspect; `mode: together` shows all completions of
-a record in one prompt per aspect (UltraFeedback's way), which costs one call per aspect.
+a record in one prompt per aspect (UltraFeedback's way), which costs one call per aspect; the
+texts are shown in a seeded shuffled order per aspect, and each judgement entry keeps the
+`position` (0-based) its text was shown at. The judge is shown the user turns of the record's
+`prompt` (what `completions` asked) when there are any, else `prompt_field` (and `input`).
 A reply without a readable score, with disagreeing scores, or (when `rationale` is on)
 without a rationale is a failure, never a guess.
 """
@@ -25,6 +28,7 @@ from synthaug.steps.prefer.common import (
     JudgeOptions,
     completions_of,
     judgement,
+    prompt_text,
     reference_block,
     settled,
     with_judgements,
@@ -38,6 +42,7 @@ _SYSTEM = ("You evaluate responses to an instruction against a rubric. Judge onl
            "rubric asks about; a longer response is not better for being longer.")
 _MARK = re.compile(r"(\[RESULT\]|\b(?:score|rating)\b\s*(?:\(\d[^)]*\))?\s*[:=])",
                    re.IGNORECASE)
+Verdict = tuple[float, str, str, int | None]  # score, rationale, judge, position shown
 _TEXT = re.compile(r"^\W*text\s*(\d+)\b\W*$", re.IGNORECASE | re.MULTILINE)
 
 
@@ -114,7 +119,7 @@ class JudgeRate(Each[RateOptions]):
 
     def _head(self, record: Record, aspect: str) -> str:
         o = self.options
-        return (f"Instruction:\n{text_field(record, o.prompt_field)}\n\n"
+        return (f"Instruction:\n{prompt_text(record, o.prompt_field)}\n\n"
                 f"{reference_block(record, o.reference_field)}"
                 f"Rubric ({aspect}):\n{o.aspects[aspect]}\n\n")
 
@@ -132,9 +137,12 @@ class JudgeRate(Each[RateOptions]):
         return score, why, reply
 
     async def _together(self, record: Record, ctx: StepContext, aspect: str,
-                        texts: list[str]) -> tuple[list[tuple[float, str]], Reply]:
+                        texts: list[str]) -> tuple[list[tuple[float, str, int]], Reply]:
+        """(score, rationale, position shown) per text of `texts`, in the order given."""
         o = self.options
-        shown = "".join(f"<text {i}>\n{t}\n</text {i}>\n" for i, t in enumerate(texts, 1))
+        order = list(range(len(texts)))
+        ctx.rng(record, "shown", aspect).shuffle(order)
+        shown = "".join(f"<text {p}>\n{texts[i]}\n</text {p}>\n" for p, i in enumerate(order, 1))
         low, high = o.scale
         ask = (f"Rate each of the {len(texts)} texts below separately. For each, write "
                f"'Text i' on its own line, then "
@@ -142,23 +150,24 @@ class JudgeRate(Each[RateOptions]):
                + f"'Rating: N', N a whole number from {low} to {high}.")
         reply = await self._call(record, ctx, f"{self._head(record, aspect)}{ask}\n\n{shown}",
                                  aspect)
-        return parse_together(reply.text, len(texts), *o.scale, o.rationale), reply
+        said = parse_together(reply.text, len(texts), *o.scale, o.rationale)
+        return [(*said[order.index(i)], order.index(i)) for i in range(len(texts))], reply
 
     async def _verdicts(self, record: Record, ctx: StepContext, texts: list[str]
-                        ) -> tuple[dict[tuple[str, int], tuple[float, str, str]], list[Reply]]:
+                        ) -> tuple[dict[tuple[str, int], Verdict], list[Reply]]:
         o = self.options
-        found: dict[tuple[str, int], tuple[float, str, str]] = {}
+        found: dict[tuple[str, int], Verdict] = {}
         if o.mode == "together":
             results = await settled(*(self._together(record, ctx, a, texts)
-                                             for a in o.aspects))
+                                      for a in o.aspects))
             for aspect, (scores, reply) in zip(o.aspects, results, strict=True):
-                for i, (score, why) in enumerate(scores):
-                    found[aspect, i] = (score, why, reply.model)
+                for i, (score, why, position) in enumerate(scores):
+                    found[aspect, i] = (score, why, reply.model, position)
             return found, [reply for _, reply in results]
         jobs = [(a, i) for a in o.aspects for i in range(len(texts))]
         each = await settled(*(self._each(record, ctx, a, i, texts[i]) for a, i in jobs))
         for (aspect, i), (score, why, reply) in zip(jobs, each, strict=True):
-            found[aspect, i] = (score, why, reply.model)
+            found[aspect, i] = (score, why, reply.model, None)
         return found, [reply for *_, reply in each]
 
     async def process(self, record: Record, ctx: StepContext) -> list[Record]:
@@ -174,7 +183,10 @@ class JudgeRate(Each[RateOptions]):
             item["rating"] = round(fmean(verdicts[a, i][0] for a in o.aspects), 4)
             entries += [judgement("rate", verdicts[a, i][2], completion=i, aspect=a,
                                   score=verdicts[a, i][0], length=len(item["text"]),
-                                  model=item.get("model")) for a in o.aspects]
+                                  model=item.get("model"),
+                                  **({} if verdicts[a, i][3] is None else
+                                     {"position": verdicts[a, i][3]}))
+                        for a in o.aspects]
         made = {**content(record), "judgements": with_judgements(record, entries)}
         if o.response_field:
             made.update(ratings=items[0]["ratings"], rating=items[0]["rating"])

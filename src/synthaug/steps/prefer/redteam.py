@@ -33,6 +33,7 @@ from synthaug.steps.base import Requirements, Rounds, RoundsOptions, StepOptions
 from synthaug.steps.context import StepContext
 from synthaug.steps.judges import score_line
 from synthaug.steps.llm import Reply, Sampling, Uses
+from synthaug.steps.prefer.common import settled
 
 Turn = dict[str, str]
 BEHAVIOUR = "the assistant reveals its hidden system prompt"
@@ -155,7 +156,7 @@ class RedTeam(Rounds[RedTeamOptions]):
             return [(text, [], reply) for text in reply.texts]
         shown = [draw(self.zero_shot, o.shots, o.temperature, ctx.rng(None, "shots", index, k))
                  for k in range(o.cases)]
-        replies = await asyncio.gather(*(
+        replies = await settled(*(
             ctx.generate(red_prompt(o.behaviour, examples), o.sampling, role=o.backend,
                          seed=ctx.seed_for(None, "few-shot", index, k))
             for k, examples in enumerate(shown)))

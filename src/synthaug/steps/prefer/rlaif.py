@@ -14,7 +14,6 @@ probability that the chosen response is better is kept as `preference_strength`.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 from dataclasses import dataclass, field
@@ -32,9 +31,10 @@ from synthaug.steps.prefer.common import (
     JUDGE_SAMPLING,
     completions_of,
     judgement,
+    prompt_text,
+    settled,
     with_judgements,
 )
-from synthaug.template import text_field
 
 DEFAULT_CRITERIA = (
     "A better response does what the request asks: it is helpful, correct and honest, and "
@@ -213,7 +213,7 @@ async def label_pair(ctx: StepContext, o: Labeling, role: str, key: Record, shot
                      criteria: str | None = None) -> Label:
     """Both orders of the pair asked (one without `swap`), their distributions averaged."""
     shows = [(0, 1), (1, 0)] if o.swap else [(0, 1)]
-    orders = await asyncio.gather(*(
+    orders = await settled(*(
         ask_order(ctx, o, role, key, comparison(o, shots, instruction, texts[i], texts[j],
                                                 criteria), (i, j), *salt)
         for i, j in shows))
@@ -298,7 +298,7 @@ class RLAIFLabel(Each[RLAIFOptions]):
             ctx.drop(ctx.derive([record], made, 0), "identical responses")
             return []
         label = await label_pair(ctx, o, o.backend, record, self.shots,
-                                 text_field(record, o.prompt_field),
+                                 prompt_text(record, o.prompt_field),
                                  (items[0]["text"], items[1]["text"]))
         judge = label.replies[0].model
         made["judgements"] = with_judgements(record, entries_of(label, items, judge))

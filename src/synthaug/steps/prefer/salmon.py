@@ -16,7 +16,6 @@ by default, written to its system message, so the exported pairs carry them.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -28,9 +27,8 @@ from synthaug.steps.base import Each, EachOptions, Requirements, StepOptions
 from synthaug.steps.context import StepContext
 from synthaug.steps.generate.sampling import load_data
 from synthaug.steps.llm import Uses
-from synthaug.steps.prefer.common import completions_of, with_judgements
+from synthaug.steps.prefer.common import completions_of, prompt_text, settled, with_judgements
 from synthaug.steps.prefer.rlaif import Label, Labeling, entries_of, label_pair, load_examples
-from synthaug.template import text_field
 
 CRITERIA = ("Compare the two responses by the one principle below and nothing else: the "
             "better response is the one that follows it more closely.")
@@ -154,9 +152,9 @@ class SalmonPair(Each[SalmonOptions]):
         if items[0]["text"].strip() == items[1]["text"].strip():
             ctx.drop(ctx.derive([record], made, 0), "identical responses")
             return []
-        instruction = text_field(record, o.prompt_field)
+        instruction = prompt_text(record, o.prompt_field)
         drawn = self.choose(record, ctx)
-        labels = await asyncio.gather(*(
+        labels = await settled(*(
             label_pair(ctx, o, o.backend, record, self.shots, instruction,
                        (items[0]["text"], items[1]["text"]), p.name,
                        criteria=f"{o.criteria}\n\nPrinciple ({p.name}): {p.definition}")

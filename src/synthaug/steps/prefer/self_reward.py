@@ -35,7 +35,7 @@ from synthaug.steps.context import StepContext
 from synthaug.steps.generate.self_instruct import NOT_TEXT, screen
 from synthaug.steps.generate.similarity import RougePool
 from synthaug.steps.llm import Reply, Sampling, Uses
-from synthaug.steps.prefer.common import judgement, with_judgements
+from synthaug.steps.prefer.common import judgement, settled, with_judgements
 from synthaug.steps.prefer.rate import parse_rating
 from synthaug.steps.prefer.selfplay import SelfPlayOptions, SelfPlayRounds, same_text
 
@@ -201,8 +201,8 @@ class SelfRewarding(SelfPlayRounds[SelfRewardOptions]):
                                   seed=ctx.seed_for(record, "candidates", index))
         texts = [c.text.strip() for c in made.completions]
         models = [c.model or made.model for c in made.completions]
-        judged = await asyncio.gather(*(self._judge(record, t, i, index, ctx)
-                                        for i, t in enumerate(texts)))
+        judged = await settled(*(self._judge(record, t, i, index, ctx)
+                                 for i, t in enumerate(texts)))
         completions, entries = [], []
         for i, (text, model, (scores, reply)) in enumerate(zip(texts, models, judged,
                                                                strict=True)):

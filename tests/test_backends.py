@@ -392,3 +392,12 @@ def test_top_logprobs_are_asked_read_and_cached(server: FakeOpenAIServer, reques
 
     first, again = asyncio.run(twice())
     assert first == again == [{"1": -0.2, "2": -1.8}, {"x": -0.1}]
+
+
+def test_the_cache_keeps_that_a_reply_had_no_usage(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    cache.put("a", "sha", Completion(text="x", usage_known=False))
+    cache.put("b", "sha", Completion(text="y", completion_tokens=3))
+    found_a, found_b = cache.get("a"), cache.get("b")
+    assert found_a is not None and found_a.usage_known is False
+    assert found_b is not None and found_b.usage_known and found_b.completion_tokens == 3

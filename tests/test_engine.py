@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from synthaug.pipeline import BackendSpec
 from synthaug.testing import FakeOpenAIServer, Reply
 from tests.conftest import read_jsonl, run, text_generation, write_jsonl
 
@@ -123,6 +124,21 @@ def test_api_key_is_never_stored(server: FakeOpenAIServer, tmp_path: Path,
     monkeypatch.setenv("OPENAI_API_KEY", secret)
     data = write_jsonl(tmp_path / "in.jsonl", rows(3))
     run(text_generation(server.url, api_key=secret), tmp_path / "out", data)
+    for path in (tmp_path / "out").iterdir():
+        assert secret.encode() not in path.read_bytes(), path
+
+
+def test_a_pool_members_api_key_is_never_stored(server: FakeOpenAIServer,
+                                                tmp_path: Path) -> None:
+    secret = "sk-test-NESTED-4343"
+    data = write_jsonl(tmp_path / "in.jsonl", rows(2))
+    pipeline = text_generation(server.url)
+    member = {"use": "openai", "name": "a", "with": {
+        "base_url": server.url, "model": "fake", "api_key": secret}}
+    pipeline.backends["default"] = BackendSpec(use="pool", **{"with": {
+        "choose": "round-robin", "members": [member]}})
+    run(pipeline, tmp_path / "out", data)
+    assert len(server.calls) == 2
     for path in (tmp_path / "out").iterdir():
         assert secret.encode() not in path.read_bytes(), path
 

@@ -207,7 +207,9 @@ def test_helpsteer_labels_each_attribute_on_its_own_rubric_from_0_to_4(tmp_path:
     assert len(records) == 3 and len(calls) == 15  # one call per pair and attribute
     assert all("Instruction:\nTranslate to French.\n\nGood morning\n\n" in c
                for c in calls if "Bonjour" in c)  # the judge sees the input too
-    for record, pair in zip(records, PAIRS, strict=True):
+    by_response = {r["response"]: r for r in records}  # records come in completion order
+    for pair in PAIRS:
+        record = by_response[pair["output"]]
         assert record["prompt"] == "\n\n".join(
             p for p in (pair["instruction"], pair.get("input")) if p)
         assert record["response"] == pair["output"]

@@ -79,6 +79,10 @@ def test_pool_each_answers_from_every_model_and_keeps_identity(tmp_path: Path) -
         manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
         members = manifest["backends"]["policy"]["members"]
         assert {m: members[m]["calls"] for m in MODELS} == dict.fromkeys(MODELS, 4)
+        pool = manifest["backends"]["policy"]
+        assert pool["calls"] == 12  # numbers summed, the limit reason not garbled by summing
+        assert set(pool["limit_reason"].split(", ")) == {members[m]["limit_reason"]
+                                                          for m in MODELS}
         run(pipeline(tmp_path, server.url, [COMPLETE]), tmp_path / "out", data, overwrite=True)
         assert len(server.calls) == first_calls  # every answer came from the per-member cache
         assert read_jsonl(tmp_path / "out" / "records.jsonl") == records

@@ -183,8 +183,32 @@ def sentiment_label(text: str) -> str | None:
     return '{"label": "positive", "confidence": 90}' if "\nLabels:\n- " in text else None
 
 
+def nli_teacher(text: str) -> str | None:
+    """DISCO's teacher: a premise with the generic fill contradicts, an original entails."""
+    if not text.startswith("You are the teacher"):
+        return None
+    return "Label: contradiction" if "rivers" in text else "Label: entailment"
+
+
+def from_facts(text: str) -> str | None:
+    """kg-to-text and kg-qa: texts and QA pairs that restate the facts shown; GPT3Mix: an item."""
+    if "Write one more item for this list" in text:
+        return "Movie review: A warm and funny film about two old friends. (Sentiment: positive)"
+    if "What is the sentiment of the last item?" in text:
+        return "positive"
+    facts = re.findall(r"^- \((.+?); (.+?); (.+?)\)$", text, re.MULTILINE)
+    if "one short paragraph" in text:
+        return " ".join(f"{s} {r} {o}." for s, r, o in facts)
+    if "questions a person might ask" in text:
+        return "\n".join(f"Question: What does {s} {r}?\nAnswer: {s} {r} {o}."
+                         for s, r, o in facts)
+    return None
+
+
 SCRIPTED: dict[str, Callable[[str], str | None]] = {
-    "llm-labeling": sentiment_label,
+    "disco": nli_teacher,
+    **dict.fromkeys(("llm-labeling", "co-annotating"), sentiment_label),
+    **dict.fromkeys(("kg-to-text", "kg-qa", "gpt3mix"), from_facts),
     **dict.fromkeys(("beavertails", "red-team"), safety_judged),
     "ultrainteract": solved,
     **dict.fromkeys(("constitutional-ai", "self-refine", "clair"), revised),
@@ -222,7 +246,7 @@ def test_recipe_runs_against_a_url(name: str, tmp_path: Path) -> None:
     sets: dict[str, dict[str, Any]] = {}
     for step in recipe.steps:
         label = step.name or step.use
-        if step.use in ("combinations", "repeat", "taxonomy-sample", "magpie"):
+        if step.use in ("combinations", "repeat", "taxonomy-sample", "magpie", "sample"):
             sets[label] = {"count": 2}
         if step.use == "self-instruct-instructions":
             sets[label] = {"target": 2, "prompts_per_round": 1}
@@ -230,6 +254,8 @@ def test_recipe_runs_against_a_url(name: str, tmp_path: Path) -> None:
             sets[label] = {"rounds": 1}
         if step.use == "math-procedural":
             sets[label] = {"count": 12}
+        if step.use == "gpt3mix":  # the scripted server gives no top logprobs
+            sets[label] = {"soft": "samples"}
     data = None
     if name == "text-generation":
         data = write_jsonl(tmp_path / "in.jsonl", [{"instruction": "hi"}])

@@ -12,7 +12,17 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from synthaug import cli_curate, cli_sandbox, manifest, registry
+from synthaug import (
+    cli_annotate,
+    cli_card,
+    cli_curate,
+    cli_preview,
+    cli_sandbox,
+    cli_serve,
+    manifest,
+    registry,
+)
+from synthaug.budget import budget_of, usage_lines
 from synthaug.cli_common import status_code, user_errors
 from synthaug.errors import ConfigError
 from synthaug.executors.local import LocalExecutor, RunConfig, RunState
@@ -65,12 +75,18 @@ def run(
     = None,
     overwrite: Annotated[bool, typer.Option(
         help="Replace the output in OUT (keeps the cache).")] = False,
+    prices: Annotated[Path | None, typer.Option(help=cli_preview.PRICES_HELP)] = None,
+    max_cost: Annotated[float | None, typer.Option(min=0, help=cli_preview.MAX_COST_HELP)]
+    = None,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help=cli_preview.MAX_TOKENS_HELP)]
+    = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Run a recipe; rerunning the same command resumes where it stopped.
 
     Exit codes: 0 complete, 1 stopped on an error, 2 usage or configuration error (nothing
-    done), 3 finished with failures or rejects, 130 interrupted.
+    done), 3 finished with failures or rejects, 4 budget spent (--max-cost/--max-tokens;
+    rerun with a larger budget to resume), 130 interrupted.
     """
     executor: LocalExecutor | None = None
     with user_errors(console, lambda: executor is not None and executor.started):
@@ -86,7 +102,8 @@ def run(
             spec.seed = seed
         pipeline = Pipeline.from_recipe(spec, source)
         config = RunConfig(out_dir=out, input_path=input, limit=limit, formats=tuple(fmt or ()),
-                           cache_path=cache, overwrite=overwrite, id_field=id_field)
+                           cache_path=cache, overwrite=overwrite, id_field=id_field,
+                           budget=budget_of(prices, max_cost, max_tokens))
         view = None if quiet else ProgressView(console, [label for label, _ in pipeline.steps])
         executor = LocalExecutor(config, watch=view.update if view else None)
         with view or _Null():
@@ -105,17 +122,22 @@ class _Null:
 
 def _summary(state: RunState) -> None:
     table = Table(title="steps")
-    for column in ("step", "in", "out", "dropped", "failures", "rejects", "cache hits", "s"):
+    for column in ("step", "in", "out", "dropped", "failures", "rejects", "cache hits",
+                   "tokens", "s"):
         table.add_column(column)
     for s in state.steps:
+        tokens = sum(t.tokens for t in state.usage.steps.get(s.label, {}).values())
         table.add_row(s.label, str(s.inputs), str(s.outputs), str(sum(s.dropped.values())),
-                      str(s.failures), str(s.rejects), str(s.cache_hits), f"{s.seconds:.1f}")
+                      str(s.failures), str(s.rejects), str(s.cache_hits), str(tokens),
+                      f"{s.seconds:.1f}")
     console.print(table)
     calls = sum(c.stats.calls for c in state.clients.values())
     failures, rejects = state.side.get("failures", 0), state.side.get("rejects", 0)
     console.print(f"{state.status}: wrote {state.written} new records ({state.resumed} from an "
                   f"earlier run), {calls} LLM calls, {failures} failures, {rejects} rejects "
                   f"in {state.seconds:.1f}s", soft_wrap=True)
+    for line in usage_lines(state.usage):
+        console.print(line, soft_wrap=True, markup=False)
     console.print(f"records: {state.out_dir / 'records.jsonl'}", soft_wrap=True)
     if failures:
         console.print(f"failures: {state.out_dir / 'failures.jsonl'} (a rerun retries them)")
@@ -216,9 +238,12 @@ def _manifest_of(out: Path) -> dict[str, Any]:
     return data
 
 
-for _name, _command in cli_curate.COMMANDS.items():
+for _name, _command in {**cli_curate.COMMANDS, **cli_card.COMMANDS}.items():
     app.command(_name)(_command)  # type: ignore[type-var]
+app.command("preview")(cli_preview.preview)
+app.command("serve")(cli_serve.serve)
 app.add_typer(cli_sandbox.app, name="sandbox")
+app.add_typer(cli_annotate.app, name="annotate")
 
 
 def main() -> None:

@@ -4,6 +4,7 @@
     1    the run stopped on an error after it started (manifest status `failed`)
     2    usage or configuration error, found before any call or file change
     3    the run finished with failures or rejects (manifest status `partial`)
+    4    the run stopped at its --max-tokens / --max-cost budget (status `budget_exhausted`)
     130  interrupted (Ctrl-C; manifest status `interrupted`): rerun to resume
 """
 
@@ -18,13 +19,14 @@ from rich.markup import escape
 
 from synthaug.errors import SynthaugError
 
-OK, FAILED, USAGE, PARTIAL, INTERRUPTED = 0, 1, 2, 3, 130
+OK, FAILED, USAGE, PARTIAL, BUDGET_SPENT, INTERRUPTED = 0, 1, 2, 3, 4, 130
 RESUME = "interrupted: rerun the same command to resume"
 
 
 def status_code(status: str) -> int:
     """The exit code of a run that ended with `status`."""
-    return {"complete": OK, "partial": PARTIAL, "interrupted": INTERRUPTED}.get(status, FAILED)
+    return {"complete": OK, "partial": PARTIAL, "budget_exhausted": BUDGET_SPENT,
+            "interrupted": INTERRUPTED}.get(status, FAILED)
 
 
 @contextmanager

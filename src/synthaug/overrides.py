@@ -24,7 +24,8 @@ _NOTHING = ("null", "~", "none", "None")
 
 
 def apply_sets(recipe: Recipe, sets: list[str]) -> None:
-    """Apply `STEP.FIELD=VALUE` / `STEP.SUB.FIELD=VALUE` overrides to the recipe's steps."""
+    """Apply `STEP.FIELD=VALUE` / `STEP.SUB.FIELD=VALUE` overrides to the recipe's steps
+    (`STEP.when=EXPR` sets the step's condition)."""
     for item in sets:
         target, sep, raw = item.partition("=")
         step_name, dot, path = target.partition(".")
@@ -35,6 +36,9 @@ def apply_sets(recipe: Recipe, sets: list[str]) -> None:
             known = ", ".join(s.name or s.use for s in recipe.steps)
             raise ConfigError(f"no step named {step_name!r}; steps: {known}", field="--set")
         spec = specs[0]
+        if path == "when":  # the step's condition, not one of its options
+            spec.when = None if raw.strip() in _NOTHING else raw
+            continue
         try:
             options: type[BaseModel] | None = registry.step_class(spec.use).Options
         except ConfigError:

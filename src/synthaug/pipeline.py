@@ -19,6 +19,7 @@ from synthaug.errors import ConfigError, SynthaugError
 from synthaug.records import ID_SCHEME
 from synthaug.steps.base import AnyStep, requirements
 from synthaug.steps.llm import Sampling
+from synthaug.steps.when import condition_of, conditional, conditional_fields, unwrap
 
 
 class _Strict(BaseModel):
@@ -31,6 +32,7 @@ class StepSpec(_Strict):
     use: str
     name: str | None = None
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    when: str | None = None  # a condition over the record's fields (synthaug.steps.when)
 
 
 class BackendSpec(_Strict):
@@ -134,6 +136,10 @@ class Pipeline:
             except ValidationError as exc:
                 raise ConfigError(_message_of(exc), file=source, step=label,
                                   field=_field_of(exc)) from None
+            try:
+                step = conditional(step, spec.when)
+            except ConfigError as exc:
+                raise ConfigError(exc.message, file=source, step=label, field="when") from None
             steps.append((label, step))
         return cls(steps=steps, backends=dict(recipe.backends), name=recipe.name,
                    seed=recipe.seed, recipe=recipe, source=source)
@@ -145,7 +151,12 @@ class Pipeline:
     def check(self, input_fields: set[str] | None) -> None:
         """Fail if a step needs a field nothing provides, or names an unknown backend role."""
         available = input_fields
-        for label, step in self.steps:
+        only_when: dict[str, str] = {}  # fields only a conditional step adds: the error
+        for index, (label, step) in enumerate(self.steps):
+            if index and getattr(unwrap(step), "from_nothing", False):
+                raise ConfigError("`count` makes records from nothing, which only the recipe's "
+                                  "first step may do", file=self.source, step=label,
+                                  field="count")
             try:
                 step.prepare()
             except SynthaugError as exc:
@@ -157,6 +168,10 @@ class Pipeline:
                                       field="backend")
             if available is not None:
                 for name in sorted(set(requirements(step)) - available):
+                    raise ConfigError(only_when.get(name, "input records lack this field and no "
+                                      "earlier step provides it"), file=self.source, step=label,
+                                      field=name)
+                for name in sorted(set(requirements(unwrap(step))) - available - set(only_when)):
                     raise ConfigError("input records lack this field and no earlier step "
                                       "provides it", file=self.source, step=label, field=name)
             provided = step.provides()
@@ -164,6 +179,7 @@ class Pipeline:
                 available = None
             elif available is not None:
                 available = available | provided
+                only_when.update(conditional_fields(step, label))
 
     def check_backends(self, built: dict[str, AnyBackend]) -> None:
         """Fail if a step needs a capability its role's backend lacks (before any call)."""
@@ -198,11 +214,10 @@ class Pipeline:
         return {
             "name": self.name,
             "seed": self.seed,
-            "steps": [{"name": label, "use": type(step).__name__,
-                       "with": step.options.model_dump(mode="json")}
+            "steps": [{"name": label, "use": type(unwrap(step)).__name__,
+                       "with": step.options.model_dump(mode="json"), **_when(step)}
                       for label, step in self.steps],
-            "backends": {role: {"use": spec.use, "with": {k: v for k, v in spec.with_.items()
-                                                          if "key" not in k.lower()}}
+            "backends": {role: {"use": spec.use, "with": _scrub(spec.with_)}
                          for role, spec in self.backends.items()},
         }
 
@@ -211,9 +226,30 @@ class Pipeline:
         each used role's backend identity (kind, model, endpoint or file, chat template)."""
         cfg = self.config()
         return {"recipe": cfg["name"], "seed": cfg["seed"], "id_scheme": ID_SCHEME,
-                "steps": {label: {"use": type(step).__name__, "with": step.options.model_dump(
+                "steps": {label: {"use": type(unwrap(step)).__name__, **_when(step),
+                                  "with": step.options.model_dump(
                     mode="json", exclude=set(step.options.tuning))} for label, step in self.steps},
                 "backends": {role: built[role].identity() for role in self.roles()}}
+
+
+SECRET_WORDS = ("key", "token", "secret", "password", "authorization", "credential")
+
+
+def _scrub(value: Any) -> Any:
+    """`value` without the entries whose names look secret, at any depth (pool members,
+    headers)."""
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()
+                if not any(word in str(k).lower() for word in SECRET_WORDS)}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def _when(step: AnyStep) -> dict[str, str]:
+    """{"when": condition} for a conditional step, {} otherwise (identities stay as before)."""
+    found = condition_of(step)
+    return {"when": found} if found else {}
 
 
 def load_recipe(path: Path) -> Recipe:

@@ -1,4 +1,5 @@
-"""Live progress per step (rich): records in and out, rate and ETA."""
+"""Live progress per step (rich): records in and out, rate and ETA; per backend role, the
+calls made and the in-flight limit with the reason it last changed."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from synthaug.backends.pool import AnyClient, PoolClient
 from synthaug.executors.local import RunState
 
 
@@ -32,6 +34,7 @@ class ProgressView:
             TimeElapsedColumn(), TimeRemainingColumn(), console=console)
         self.tasks: list[TaskID] = [
             self.progress.add_task(label, total=None, rate="-", info="") for label in labels]
+        self.roles: dict[str, TaskID] = {}
         self.shown = False
 
     def update(self, state: RunState) -> None:
@@ -50,6 +53,16 @@ class ProgressView:
             self.progress.update(task, completed=stats.inputs, total=total,
                                  rate=f"{stats.inputs / elapsed:.1f}", info=info)
             total = stats.outputs if stats.done else total
+        self._backends(state)
+
+    def _backends(self, state: RunState) -> None:
+        """One row per backend role: calls made, and the in-flight limit."""
+        for role, client in state.clients.items():
+            if role not in self.roles:
+                self.roles[role] = self.progress.add_task(f"calls {role}", total=None,
+                                                          rate="-", info="")
+            self.progress.update(self.roles[role], completed=client.stats.calls,
+                                 info=limit_text(client))
 
     def _elapsed(self, task: TaskID) -> float:
         return self.progress.tasks[task].elapsed or 0.0
@@ -61,3 +74,13 @@ class ProgressView:
                  tb: TracebackType | None) -> None:
         if self.shown:
             self.progress.stop()
+
+
+def limit_text(client: AnyClient) -> str:
+    """'limit 7/8 (429)': the in-flight limit, its ceiling and why it last changed; a pool's
+    members one after the other."""
+    if isinstance(client, PoolClient):
+        return "; ".join(f"{name} {limit_text(member).removeprefix('limit ')}" for name, member
+                         in zip(client.backend.names, client.members, strict=True))
+    stats = client.stats
+    return f"limit {stats.limit}/{client.concurrency} ({stats.limit_reason})"

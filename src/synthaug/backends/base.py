@@ -23,7 +23,9 @@ class BackendOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = None
-    concurrency: int = Field(8, ge=1)
+    concurrency: int = Field(8, ge=1)  # calls at once; with `adaptive`, the ceiling
+    adaptive: bool = True  # AIMD limit under `concurrency` (False: always `concurrency`)
+    max_outage: float = Field(300.0, gt=0)  # seconds a call waits for a down endpoint
     max_retries: int = Field(4, ge=0)
     timeout: float = Field(600.0, gt=0)  # seconds for a whole request
     connect_timeout: float = Field(10.0, gt=0)  # seconds to open a connection
@@ -77,6 +79,7 @@ class Completion:
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int = 0  # part of completion_tokens, where the backend reports them
     logprobs: list[float] | None = None
     # per generated token, the most likely tokens there and their logprobs (when asked)
     top_logprobs: list[dict[str, float]] | None = None
@@ -84,6 +87,8 @@ class Completion:
     model: str | None = None  # the pool member that wrote it (None: the role's one model)
     backend: str | None = None  # that member's backend kind
     cached: bool = field(default=False, compare=False)
+    # False: the server reported no token usage (the token counts are 0, not measured)
+    usage_known: bool = field(default=True, compare=False)
 
 
 BackendOptionsT = TypeVar("BackendOptionsT", bound=BackendOptions)
@@ -132,6 +137,10 @@ class Backend(ABC, Generic[BackendOptionsT]):
 
     async def close(self) -> None:
         """Release resources (connections, model memory)."""
+
+    def summary(self) -> dict[str, Any]:
+        """The backend's own counters for the manifest (an endpoint pool's servers)."""
+        return {}
 
 
 def short_sha(text: str) -> str:

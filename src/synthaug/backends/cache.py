@@ -66,9 +66,12 @@ class ResponseCache:
             "finish_reason": completion.finish_reason,
             "prompt_tokens": completion.prompt_tokens,
             "completion_tokens": completion.completion_tokens,
+            **({"reasoning_tokens": completion.reasoning_tokens}
+               if completion.reasoning_tokens else {}),
             "logprobs": completion.logprobs,
             "seed": completion.seed,
             **({"top_logprobs": completion.top_logprobs} if completion.top_logprobs else {}),
+            **({} if completion.usage_known else {"usage_known": False}),
         }
         with self._lock:
             self._db.execute(

@@ -12,16 +12,19 @@ import asyncio
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
+from synthaug import budget
 from synthaug.backends.base import AnyBackend, BackendOptions, Completion, Request
 from synthaug.backends.cache import ResponseCache, cache_key, prompt_sha
-from synthaug.backends.limits import TokenBucket
+from synthaug.backends.limits import ConcurrencyLimit, TokenBucket
 from synthaug.errors import BackendError, ConfigError, FatalBackendError, RetryableError
+from synthaug.telemetry import observer_for
 
 log = logging.getLogger(__name__)
 Validator = Callable[[str], object]
@@ -40,6 +43,9 @@ class ClientStats:
     completion_tokens: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    limit: int = 0  # calls allowed at once now (adaptive: moves under the ceiling)
+    limit_reason: str = "start"  # why it last changed (ramp, success, 429, latency, circuit...)
+    limit_changes: int = 0
 
 
 class LLMClient:
@@ -61,7 +67,11 @@ class LLMClient:
         self.max_retries = opts.max_retries
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
         self.stats = ClientStats()
-        self._slots = asyncio.Semaphore(opts.concurrency)
+        self.limiter = ConcurrencyLimit(opts.concurrency, adaptive=opts.adaptive,
+                                        max_outage=opts.max_outage,
+                                        listener=self._limit_changed)
+        self.stats.limit = self.limiter.limit
+        self.observer = observer_for(self)
         self._rpm = TokenBucket(opts.requests_per_minute) if opts.requests_per_minute else None
         self._tpm = TokenBucket(opts.tokens_per_minute) if opts.tokens_per_minute else None
 
@@ -73,20 +83,34 @@ class LLMClient:
         found = [self.cache.get(k) if self.cache is not None else None for k in keys]
         missing = [i for i, c in enumerate(found) if c is None]
         self.stats.cache_hits += request.n - len(missing)
+        charge = budget.current()
+        if charge is not None and len(missing) < request.n:
+            charge.cached(self.backend.model, [c for c in found if c is not None])
         if missing:
-            fresh = await self._fetch(dataclasses.replace(request, n=len(missing)), validate)
-            sha = prompt_sha(request)
+            try:
+                fresh = await self._fetch(dataclasses.replace(request, n=len(missing)), validate)
+            except budget.BudgetExhausted as exc:  # keep the valid replies paid before it
+                self._keep(request, keys, missing, list(exc.partial))
+                raise
+            self._keep(request, keys, missing, fresh)
             for i, completion in zip(missing, fresh, strict=True):
-                if self.cache is not None:
-                    self.cache.put(keys[i], sha, completion)
                 found[i] = completion
         return [c for c in found if c is not None]
+
+    def _keep(self, request: Request, keys: list[str], missing: list[int],
+              fresh: list[Completion]) -> None:
+        """Cache `fresh` under the keys of the `missing` sample indexes, in order."""
+        if self.cache is not None:
+            sha = prompt_sha(request)
+            for i, completion in zip(missing, fresh, strict=False):
+                self.cache.put(keys[i], sha, completion)
 
     async def _fetch(self, request: Request, validate: Validator | None) -> list[Completion]:
         """Completions for `request`, retrying failures and replies that fail validation."""
         valid: list[Completion] = []
         last_error = "no attempt made"
-        for attempt in range(self.max_retries + 1):
+        attempt = 0
+        while attempt <= self.max_retries:
             wanted = request.n - len(valid)
             attempt_request = _reseeded(request, attempt, wanted)
             try:
@@ -94,9 +118,15 @@ class LLMClient:
             except FatalBackendError:
                 self.stats.failures += 1
                 raise
+            except budget.BudgetExhausted as exc:
+                exc.partial = tuple(valid)
+                raise
             except RetryableError as exc:
                 last_error = str(exc)
+                if self.limiter.endpoint_down:
+                    continue  # the breaker waits for the endpoint: no retry is used up
                 await self._backoff(attempt, exc.retry_after)
+                attempt += 1
                 continue
             for reply in replies:
                 reply.seed = attempt_request.seed
@@ -109,6 +139,7 @@ class LLMClient:
             if len(valid) >= request.n:
                 return valid[: request.n]
             await self._backoff(attempt, 0.0)
+            attempt += 1
         self.stats.failures += 1
         raise BackendError(f"gave up after {self.max_retries + 1} attempts: {last_error}")
 
@@ -117,20 +148,43 @@ class LLMClient:
             await self._rpm.acquire(1)
         if self._tpm:
             await self._tpm.acquire(_token_estimate(request))
-        async with self._slots:
+        async with self.limiter.slot():
+            charge = budget.current()
+            if charge is not None:
+                charge.admit()  # no new call starts once the run's budget is spent
             self.stats.calls += 1
             self.stats.in_flight += 1
             self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
             try:
-                replies = await self.backend.generate(request)
+                replies = await self._generate(request)
             finally:
                 self.stats.in_flight -= 1
         for reply in replies:
             self.stats.prompt_tokens += reply.prompt_tokens
             self.stats.completion_tokens += reply.completion_tokens
+        if charge is not None:
+            charge.paid(self.backend.model, replies)
         if len(replies) != request.n:
             raise RetryableError(f"asked for {request.n} completions, got {len(replies)}")
         return replies
+
+    async def _generate(self, request: Request) -> list[Completion]:
+        """The backend's answer, timed for the telemetry observer when one is enabled."""
+        if self.observer is None:
+            return await self.backend.generate(request)
+        started = time.monotonic()
+        try:
+            replies = await self.backend.generate(request)
+        except BackendError as exc:
+            self.observer.call(self, request, time.monotonic() - started, [], exc)
+            raise
+        self.observer.call(self, request, time.monotonic() - started, replies, None)
+        return replies
+
+    def _limit_changed(self, limit: int, reason: str) -> None:
+        self.stats.limit, self.stats.limit_reason = limit, reason
+        self.stats.limit_changes += 1
+        log.debug("%s: limit %d (%s)", self.backend.model, limit, reason)
 
     async def _backoff(self, attempt: int, retry_after: float | None) -> None:
         if attempt >= self.max_retries:
@@ -150,22 +204,16 @@ class LLMClient:
         Waits until no call is in flight; the stats, limits and cache stay (the cache is keyed
         by backend identity, so the new model never gets the old model's answers).
         """
-        held = 0
-        try:
-            for _ in range(self.concurrency):
-                await self._slots.acquire()
-                held += 1
+        async with self.limiter.drained():
             old, self.backend = self.backend, backend
             self.identity = backend.identity()
-        finally:
-            for _ in range(held):
-                self._slots.release()
         if old is not backend:
             await old.close()
 
     def summary(self) -> dict[str, Any]:
-        """Counters for the manifest."""
-        return dict(vars(self.stats))
+        """Counters for the manifest (the backend's own, e.g. an endpoint pool's servers,
+        included)."""
+        return {**vars(self.stats), **self.backend.summary()}
 
     async def close(self) -> None:
         """Close the backend."""

@@ -181,7 +181,8 @@ def _response_format(schema: dict[str, Any], style: str) -> dict[str, Any]:
 
 def _parse(data: dict[str, Any], chat: bool) -> list[Completion]:
     choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
-    prompt_tokens, completion_tokens = _split_usage(data.get("usage") or {}, len(choices))
+    prompt_tokens, completion_tokens, reasoning = _split_usage(data.get("usage") or {},
+                                                               len(choices))
     out = []
     for choice in choices:
         text = (choice.get("message") or {}).get("content") if chat else choice.get("text")
@@ -192,17 +193,29 @@ def _parse(data: dict[str, Any], chat: bool) -> list[Completion]:
             finish_reason=choice.get("finish_reason"),
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
+            reasoning_tokens=reasoning,
+            usage_known=_has_usage(data.get("usage")),
             logprobs=_logprobs(choice.get("logprobs")),
             top_logprobs=_top_logprobs(choice.get("logprobs")),
         ))
     return out
 
 
-def _split_usage(usage: dict[str, Any], choices: int) -> tuple[int, int]:
-    """(prompt, completion) tokens a choice: the reply's usage split evenly."""
+def _split_usage(usage: dict[str, Any], choices: int) -> tuple[int, int, int]:
+    """(prompt, completion, reasoning) tokens a choice: the reply's usage split evenly;
+    reasoning tokens (`completion_tokens_details.reasoning_tokens`, where reported) are part
+    of the completion tokens."""
     share = max(choices, 1)
+    details = usage.get("completion_tokens_details") or {}
+    reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
     return (int(usage.get("prompt_tokens") or 0) // share,
-            int(usage.get("completion_tokens") or 0) // share)
+            int(usage.get("completion_tokens") or 0) // share,
+            int(reasoning or 0) // share)
+
+
+def _has_usage(usage: Any) -> bool:
+    """Whether a reply reported its token usage (some servers send none)."""
+    return isinstance(usage, dict) and ("prompt_tokens" in usage or "completion_tokens" in usage)
 
 
 def _logprobs(value: Any) -> list[float] | None:
@@ -276,9 +289,10 @@ class _Assembly:
 
     def completions(self) -> list[Completion]:
         """One completion per choice seen, by index; usage split evenly as for a body."""
-        prompt_tokens, completion_tokens = _split_usage(self.usage, len(self.texts))
+        prompt_tokens, completion_tokens, reasoning = _split_usage(self.usage, len(self.texts))
         return [Completion(text="".join(self.texts[i]), finish_reason=self.finish.get(i),
                            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                           reasoning_tokens=reasoning, usage_known=_has_usage(self.usage),
                            logprobs=self.logprobs.get(i), top_logprobs=self.top.get(i))
                 for i in sorted(self.texts)]
 

@@ -166,17 +166,22 @@ class PoolClient:
 
     @property
     def stats(self) -> ClientStats:
-        """The members' counters summed."""
+        """The members' counters summed (the limit reason: the members' distinct reasons)."""
         total = ClientStats()
+        reasons: list[str] = []
         for client in self.members:
             for name, value in vars(client.stats).items():
-                setattr(total, name, getattr(total, name) + value)
+                if isinstance(value, str):
+                    reasons += [] if value in reasons else [value]
+                else:
+                    setattr(total, name, getattr(total, name) + value)
+        total.limit_reason = ", ".join(reasons) or total.limit_reason
         return total
 
     def summary(self) -> dict[str, Any]:
         """Counters for the manifest: the sum, and each member's."""
         return {**vars(self.stats), "members": {
-            name: vars(c.stats) for name, c in zip(self.backend.names, self.members, strict=True)}}
+            name: c.summary() for name, c in zip(self.backend.names, self.members, strict=True)}}
 
     async def complete(self, request: Request, validate: Validator | None = None, *,
                        member: str | None = None) -> list[Completion]:

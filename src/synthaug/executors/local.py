@@ -7,8 +7,10 @@ step applies back-pressure and memory stays flat for streaming steps. Output is 
 by record; a rerun skips ids already written and replays answered prompts from the cache.
 
 A run ends with a status (manifest and `RunState.status`): `complete` (every input record made
-its outputs), `partial` (finished with failures or rejects), `interrupted` (Ctrl-C) or `failed`
-(stopped on an error after it started).
+its outputs), `partial` (finished with failures or rejects), `interrupted` (Ctrl-C), `failed`
+(stopped on an error after it started) or `budget_exhausted` (`--max-tokens`/`--max-cost`
+spent: calls in flight finished and were written, no new call started; a rerun with a larger
+budget resumes). Tokens and money go to the manifest's `usage` (see `synthaug.budget`).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import asyncio
 import itertools
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import ExitStack
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import ExitStack, aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,15 +28,16 @@ from typing import Any
 from synthaug import manifest
 from synthaug.backends.cache import ResponseCache
 from synthaug.backends.pool import AnyClient, make_client
+from synthaug.budget import Budget, BudgetExhausted, Meter, charging, check_prices, earlier_spent
 from synthaug.errors import ConfigError
 from synthaug.executors.plan import Plan, prepare
 from synthaug.io import OUTPUT_FILES, RecordWriter, SideWriter, aiter_records, export, read_jsonl
 from synthaug.pipeline import Pipeline
 from synthaug.records import Record
-from synthaug.steps.context import StepContext, StepStats
+from synthaug.steps.context import SideFiles, StepContext, StepStats
 from synthaug.streams import drain, pipe
 
-STATUSES = ("running", "complete", "partial", "interrupted", "failed")
+STATUSES = ("running", "complete", "partial", "interrupted", "failed", "budget_exhausted")
 
 
 @dataclass
@@ -49,6 +52,7 @@ class RunConfig:
     overwrite: bool = False
     queue_size: int = 256
     id_field: str = "id"  # input records repeating a value of this field are rejected
+    budget: Budget = field(default_factory=Budget)  # prices and spending limits
 
 
 @dataclass
@@ -65,18 +69,22 @@ class RunState:
     out_dir: Path = Path(".")
     exports: dict[str, str] = field(default_factory=dict)
     status: str = "running"
+    usage: Meter = field(default_factory=Meter)  # tokens and money by step and model
 
 
 Watcher = Callable[[RunState], None]
+Tap = Callable[[str, Record], None]  # (step label, a record the step made): a preview's trace
 
 
 class LocalExecutor:
     """Runs a pipeline in this process; `started`: it got past validation and setup (an error
     before is a usage error, nothing was called)."""
 
-    def __init__(self, config: RunConfig, watch: Watcher | None = None) -> None:
+    def __init__(self, config: RunConfig, watch: Watcher | None = None,
+                 tap: Tap | None = None) -> None:
         self.config = config
         self.watch = watch
+        self.tap = tap
         self.started = False
 
     def run(self, pipeline: Pipeline) -> RunState:
@@ -90,6 +98,9 @@ class LocalExecutor:
                              formats=cfg.formats, overwrite=cfg.overwrite,
                              id_field=cfg.id_field)
         try:
+            check_prices(cfg.budget, plan.backends)
+            meter = Meter(cfg.budget, {} if cfg.overwrite else earlier_spent(cfg.out_dir),
+                          trace=[] if self.tap else None)
             files = self._open(plan)
         except BaseException:
             for backend in plan.backends.values():
@@ -100,7 +111,7 @@ class LocalExecutor:
         state = RunState(steps=[StepStats(label) for label, _ in pipeline.steps],
                          total=_count_lines(plan.input_path, cfg.limit),
                          resumed=files.writer.resumed, out_dir=cfg.out_dir,
-                         clients=dict(clients))
+                         clients=dict(clients), usage=meter)
         started = time.time()
         self._manifest(pipeline, plan, state, started)
         self.started = True
@@ -112,6 +123,10 @@ class LocalExecutor:
                 state.exports[fmt] = str(export(files.writer.path, fmt))
             state.status = "partial" if files.side.counts["failures"] \
                 or files.side.counts["rejects"] else "complete"
+            if meter.exhausted:
+                state.status = "budget_exhausted"
+        except BudgetExhausted:  # a step that let it through stops the run, as a budget stop
+            state.status = "budget_exhausted"
         except (KeyboardInterrupt, asyncio.CancelledError):
             state.status = "interrupted"
             raise
@@ -158,27 +173,13 @@ class LocalExecutor:
                                               recipe=pipeline.name, side=files.side,
                                               limit=self.config.limit,
                                               id_field=self.config.id_field))
-        pumps = []
-        for (label, step), stats in zip(pipeline.steps, state.steps, strict=True):
-            roles = [use.role for use in step.uses()]
-            ctx = StepContext(label=label, recipe=pipeline.name, seed=pipeline.seed,
-                              stats=stats, side=files.side,
-                              clients={role: clients[role] for role in roles},
-                              main_role=roles[0] if roles else None,
-                              out_dir=self.config.out_dir)
-            queue: asyncio.Queue[Any] = asyncio.Queue(self.config.queue_size)
-            output = _counted(step.run(_counted_in(stream, stats), ctx), stats)
-            pumps.append(asyncio.create_task(pipe(output, queue)))
-            stream = drain(queue)
-        try:
-            async for record in stream:
-                record.setdefault("_meta", {}).setdefault("recipe", pipeline.name)
+        made = run_steps(pipeline, stream, stats=state.steps, side=files.side, clients=clients,
+                         usage=state.usage, out_dir=self.config.out_dir,
+                         queue_size=self.config.queue_size, tap=self.tap)
+        async with aclosing(made):
+            async for record in made:
                 if files.writer.write(record):
                     state.written += 1
-        finally:
-            for task in pumps:
-                task.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
 
     async def _tick(self, pipeline: Pipeline, plan: Plan, state: RunState,
                     started: float) -> None:
@@ -212,6 +213,7 @@ class LocalExecutor:
             "side_files": state.side,
             "steps": {s.label: s.as_dict() for s in state.steps},
             "backends": {role: client.summary() for role, client in state.clients.items()},
+            "usage": state.usage.summary(),
         })
 
 
@@ -232,11 +234,48 @@ class _Files:
         self.cache.close()
 
 
+async def run_steps(pipeline: Pipeline, stream: AsyncIterator[Record], *,
+                    stats: list[StepStats], side: SideFiles, clients: dict[str, AnyClient],
+                    usage: Meter, out_dir: Path | None, queue_size: int = 256,
+                    tap: Tap | None = None) -> AsyncGenerator[Record, None]:
+    """The pipeline's steps over `stream`: each step a task between bounded queues, its calls
+    charged to `usage`; closing the generator cancels every step (and its calls in flight).
+    The one per-step machinery of a run, also used by `synthaug serve` per request."""
+    pumps = []
+    for (label, step), counts in zip(pipeline.steps, stats, strict=True):
+        roles = [use.role for use in step.uses()]
+        ctx = StepContext(label=label, recipe=pipeline.name, seed=pipeline.seed,
+                          stats=counts, side=side,
+                          clients={role: clients[role] for role in roles},
+                          main_role=roles[0] if roles else None, out_dir=out_dir)
+        queue: asyncio.Queue[Any] = asyncio.Queue(queue_size)
+        output = _counted(step.run(_counted_in(stream, counts), ctx), counts)
+        if tap is not None:
+            output = _tapped(output, label, tap)
+        # the step's calls (in this task and those it starts) are charged to the meter
+        pumps.append(asyncio.create_task(pipe(output, queue), context=charging(usage, label)))
+        stream = drain(queue)
+    try:
+        async for record in stream:
+            record.setdefault("_meta", {}).setdefault("recipe", pipeline.name)
+            yield record
+    finally:
+        for task in pumps:
+            task.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+
+
 async def _counted_in(stream: AsyncIterator[Record], stats: StepStats) -> AsyncIterator[Record]:
     async for record in stream:
         if stats.inputs == 0:
             stats.started = time.monotonic()  # a step's time runs from its first input
         stats.inputs += 1
+        yield record
+
+
+async def _tapped(stream: AsyncIterator[Record], label: str, tap: Tap) -> AsyncIterator[Record]:
+    async for record in stream:
+        tap(label, record)
         yield record
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from synthaug.io import load_jsonl, records_file
+from synthaug.measure.agreement import label_agreement
 from synthaug.measure.dataset import measure
 from synthaug.measure.judge_bias import judge_biases
 from synthaug.records import Record, meta
@@ -101,4 +102,7 @@ def collect(dataset: Path, *, reference: Path | None = None, fields: list[str] |
     biases = judge_biases([*data.records, *data.dropped])
     if biases:
         data.measures["judges"] = biases
+    agreement = label_agreement(data.records)
+    if agreement:
+        data.measures["agreement"] = agreement
     return data

@@ -113,6 +113,23 @@ def _judges(data: ReportData) -> str:
     return _table(["measure", "share", "expected", "votes", "p", "flag"], rows) + notes
 
 
+def _agreement(data: ReportData) -> str:
+    found = data.measures.get("agreement")
+    if not found:
+        return "<p>No records with both a model label and a human label.</p>"
+    rows = [("model vs merged human label", *found["model_vs_human"].values())]
+    rows += [(f"model vs {name}", *pair.values())
+             for name, pair in found["model_vs_annotator"].items()]
+    rows += [(name, *pair.values()) for name, pair in found["annotator_pairs"].items()]
+    rows += [("Fleiss (people, items with 2+)", found["fleiss"]["kappa"],
+              found["fleiss"]["items"], "")]
+    matrix = found["confusion"]
+    grid = [(f"model: {label}", *counts)
+            for label, counts in zip(matrix["labels"], matrix["matrix"], strict=True)]
+    return (_table(["raters", "kappa", "items", "agreement"], rows)
+            + _table(["", *(f"human: {label}" for label in matrix["labels"])], grid))
+
+
 def _sections(data: ReportData) -> list[tuple[str, str]]:
     drops = data.drop_reasons()
     clusters = data.clusters()
@@ -133,6 +150,7 @@ def _sections(data: ReportData) -> list[tuple[str, str]]:
          if data.pii() else "<p>No PII redactions recorded.</p>"),
         ("Diversity, lengths, scores", _diversity(data)),
         ("Judges: position, length and self-preference bias", _judges(data)),
+        ("Labels: model vs human agreement", _agreement(data)),
         ("Failures", _table(["step", "reason"], [(f.get("step"), f.get("reason"))
                                                  for f in data.failures[:20]])
          if data.failures else "<p>No failures.</p>"),

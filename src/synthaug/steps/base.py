@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from synthaug import budget
 from synthaug.errors import ParseError, RecordError, StepError
 from synthaug.records import Record, dumps, stable_hash
 from synthaug.steps.context import StepContext
@@ -317,8 +318,17 @@ class Rounds(Step[RoundsOptionsT]):
                 yield record
             if stop:
                 break
+            if _budget_spent():  # the round is partial: no hook on it, no later round
+                ctx.note_round(index, stopped="budget spent")
+                break
             if self.options.between_rounds:
                 await between_rounds(self.options.between_rounds, index, records, ctx)
+
+
+def _budget_spent() -> bool:
+    """Whether the run's budget refused a call (a rerun with a larger one resumes)."""
+    charge = budget.current()
+    return charge is not None and charge.meter.exhausted is not None
 
 
 async def between_rounds(command: str, index: int, records: list[Record],

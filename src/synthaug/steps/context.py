@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from synthaug import budget
 from synthaug.backends.cache import prompt_sha
 from synthaug.backends.client import with_options
 from synthaug.backends.pool import AnyClient, PoolClient, member_names
@@ -129,6 +130,9 @@ class StepContext:
             self.fail(item, f"parse error: {exc}", raw=exc.raw)
         except BackendError as exc:
             self.fail(item, str(exc))
+        except budget.BudgetExhausted:
+            # not a failure: the item is left for a rerun with a larger budget
+            self.stats.notes["left undone: budget spent"] += 1
         return None
 
     # -- rounds -------------------------------------------------------------------------
@@ -229,6 +233,9 @@ class StepContext:
                               field="backend")
         self.stats.calls += len(completions)
         self.stats.cache_hits += sum(1 for c in completions if c.cached)
+        charge = budget.current()
+        if charge is not None:
+            charge.answered(request, completions)  # kept only by a preview's trace
         answered = {(c.backend, c.model) for c in completions if c.model}
         backend, model = answered.pop() if len(answered) == 1 else \
             (client.backend.name, client.backend.model)

@@ -4,7 +4,8 @@ Replies come from a script (consumed in order) and then from a responder functio
 each can be a text, an HTTP error with headers (429 + Retry-After), a delay before the
 headers, a stall in the middle of a stream, a malformed or truncated body. `stream: true`
 requests get Server-Sent Events as OpenAI sends them. The server counts calls and the
-peak in-flight requests.
+peak in-flight requests. With a `capacity` it answers 429 (Retry-After) above that many
+requests in flight; `outage(seconds)` makes it answer 503, or refuse connections, for a while.
 Run `python -m synthaug.testing --delay 0.1` for a standalone one (benchmarks).
 """
 
@@ -45,6 +46,9 @@ class Reply:
     # per word, the alternatives and their logprobs sent when top logprobs are asked
     alternatives: list[dict[str, float]] | None = None
     ignore_stream: bool = False  # answer with one JSON body even when asked to stream
+    # reported in usage.completion_tokens_details (part of the completion tokens), when > 0
+    reasoning_tokens: int = 0
+    usage: bool = True  # False: the answer carries no `usage` (as some servers send)
 
 
 Responder = Callable[[dict[str, Any]], "Reply | str"]
@@ -61,9 +65,12 @@ class FakeOpenAIServer:
     """An OpenAI-shaped server in a background thread; use as a context manager."""
 
     def __init__(self, responder: Responder | None = None, *, delay: float = 0.0,
-                 port: int = 0) -> None:
+                 port: int = 0, capacity: int | None = None, retry_after: float = 1.0) -> None:
         self.responder: Responder = responder or echo
         self.delay = delay
+        self.capacity, self.retry_after = capacity, retry_after
+        self.refused = 0  # requests answered 429 (over capacity) or 503 (outage)
+        self._down_until = 0.0
         self.script: deque[Reply | str] = deque()
         self.calls: list[dict[str, Any]] = []
         self.in_flight = 0
@@ -93,6 +100,29 @@ class FakeOpenAIServer:
     async def _models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model"}]})
 
+    def outage(self, seconds: float, *, refuse: bool = False) -> None:
+        """For `seconds`, answer every request 503, or (`refuse`) stop listening at all."""
+        if not refuse:
+            self._down_until = time.monotonic() + seconds
+            return
+        self.stop()
+        restart = threading.Timer(seconds, self.start)
+        restart.daemon = True
+        restart.start()
+
+    def _refusal(self) -> Response | None:
+        """503 during an outage, 429 above the capacity; None to serve the request."""
+        if time.monotonic() < self._down_until:
+            status, headers = 503, {}
+        elif self.capacity is not None and self.in_flight >= self.capacity:
+            status, headers = 429, {"Retry-After": f"{self.retry_after:g}"}
+        else:
+            return None
+        with self._lock:
+            self.refused += 1
+        return JSONResponse({"error": {"message": "overloaded" if status == 429 else "down"}},
+                            status_code=status, headers=headers)
+
     def _next(self, body: dict[str, Any]) -> Reply:
         with self._lock:
             self.calls.append(body)
@@ -102,6 +132,9 @@ class FakeOpenAIServer:
 
     async def _handle(self, request: Request) -> Response:
         body = await request.json()
+        refusal = self._refusal()  # no await until the request counts in flight below
+        if refusal is not None:
+            return refusal
         reply = self._next(body)
         chat = request.url.path.endswith("chat/completions")
         # errors are never streamed; a stream counts in flight until its last event
@@ -235,10 +268,16 @@ def _choice_texts(body: dict[str, Any], reply: Reply) -> list[str]:
     return [reply.text if n == 1 else f"{reply.text} [{i}]" for i in range(n)]
 
 
-def _usage(body: dict[str, Any], reply: Reply) -> dict[str, int]:
+def _usage(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
+    """Usage as OpenAI reports it: 10 prompt tokens and one completion token a word (plus
+    the reasoning tokens, shown apart too) per choice."""
     n = int(body.get("n") or 1)
-    return {"prompt_tokens": 10 * n, "completion_tokens": len(reply.text.split()) * n,
-            "total_tokens": 10 * n + len(reply.text.split()) * n}
+    completion = (len(reply.text.split()) + reply.reasoning_tokens) * n
+    usage: dict[str, Any] = {"prompt_tokens": 10 * n, "completion_tokens": completion,
+                             "total_tokens": 10 * n + completion}
+    if reply.reasoning_tokens:
+        usage["completion_tokens_details"] = {"reasoning_tokens": reply.reasoning_tokens * n}
+    return usage
 
 
 def _top(body: dict[str, Any], reply: Reply, chat: bool, start: int,
@@ -277,7 +316,7 @@ def _completion(body: dict[str, Any], reply: Reply, chat: bool) -> dict[str, Any
         choices.append(choice)
     return {"id": "cmpl-fake", "object": "chat.completion" if chat else "text_completion",
             "created": 0, "model": body.get("model", "fake"), "choices": choices,
-            "usage": _usage(body, reply)}
+            **({"usage": _usage(body, reply)} if reply.usage else {})}
 
 
 def _events(body: dict[str, Any], reply: Reply, chat: bool) -> list[bytes]:
@@ -305,7 +344,7 @@ def _events(body: dict[str, Any], reply: Reply, chat: bool) -> list[bytes]:
     kind = "chat.completion.chunk" if chat else "text_completion"
     head = {"id": "cmpl-fake", "object": kind, "created": 0, "model": body.get("model", "fake")}
     data = [{**head, "choices": [c]} for c in chunks]
-    if (body.get("stream_options") or {}).get("include_usage"):
+    if (body.get("stream_options") or {}).get("include_usage") and reply.usage:
         data.append({**head, "choices": [], "usage": _usage(body, reply)})
     return [b"data: " + json.dumps(d).encode() + b"\n\n" for d in data] + [b"data: [DONE]\n\n"]
 
@@ -321,8 +360,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--capacity", type=int, default=None)
+    parser.add_argument("--retry-after", type=float, default=1.0)
     args = parser.parse_args()
-    server = FakeOpenAIServer(delay=args.delay, port=args.port)
+    server = FakeOpenAIServer(delay=args.delay, port=args.port, capacity=args.capacity,
+                              retry_after=args.retry_after)
     print(json.dumps({"url": server.url}), flush=True)
     config = uvicorn.Config(server.app(), host="127.0.0.1", port=server.port,
                             log_level="error", lifespan="off", backlog=4096)

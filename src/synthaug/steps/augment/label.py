@@ -18,7 +18,9 @@ arXiv:2304.06588; Zhu et al. 2023, arXiv:2304.10145).
 5. `logprobs` (single-label; a backend with logprobs): one more greedy call asks for the
    label alone with the top 5 alternatives of its first token; each label's probability is
    the mass of the first-token alternatives that begin it, normalized over the labels, and
-   `confidence.logprob` is the kept label's share.
+   `confidence.logprob` is the kept label's share. When that first token begins more than
+   one label ('very positive' / 'very negative'), the share is unknown: `logprob` is None
+   and `logprob_unknown` says why.
 6. `explain`: each sample also gives a one-sentence reason (Bertaglia et al. 2023); the
    record keeps the reason of the first sample that voted for the kept label.
 
@@ -166,12 +168,28 @@ def _checked_confidence(value: Any) -> float:
     return float(number)
 
 
+def named_labels(said: str, schema: LabelSchema) -> list[str]:
+    """The labels a text answer lists: whole schema labels first (longest first, any case,
+    as whole words, so 'science and technology' stays one label), then the rest split on
+    ',', ';' and 'and'; a leftover part is returned as said (not a label: invalid)."""
+    rest, found = said.strip(_STRIP), list[str]()
+    for name in sorted(schema.labels, key=len, reverse=True):
+        pattern = re.compile(rf"(?<!\w){re.escape(name)}(?!\w)", re.IGNORECASE)
+        if pattern.search(rest):
+            found.append(name)
+            rest = pattern.sub(",", rest)
+    parts = [p.strip(_STRIP) for p in re.split(r"\s*(?:,|;|\band\b)\s*", rest)]
+    parts = [p for p in parts if p]
+    if not found and [p.casefold() for p in parts] in ([], ["none"]):
+        return []
+    return found + parts
+
+
 def _checked_labels(said: Any, schema: LabelSchema) -> LabelSet:
     """The labels `said` names, each checked against the schema; ParseError otherwise."""
     if schema.multi:
         if isinstance(said, str):
-            parts = [p for p in re.split(r"\s*(?:,|;|\band\b)\s*", said.strip(_STRIP)) if p]
-            said = [] if [p.casefold() for p in parts] in ([], ["none"]) else parts
+            said = named_labels(said, schema)
         if not isinstance(said, list) or not all(isinstance(s, str) for s in said):
             raise ParseError(f"expected a list of labels, got {said!r}")
     elif not isinstance(said, str):
@@ -247,14 +265,27 @@ def tally(outcomes: Sequence[LabelSet | None], names: Sequence[str]) -> Tally:
                  {name: per_label[name] for name in names if per_label[name]})
 
 
-def label_probabilities(top: dict[str, float], names: Sequence[str]) -> dict[str, float]:
+def label_probabilities(top: dict[str, float], names: Sequence[str]
+                        ) -> dict[str, float | None]:
     """Each label's probability from one token's alternatives: the mass of the alternatives
-    a label begins with, normalized over the labels ({} when no alternative begins one)."""
-    mass = {name: sum(math.exp(lp) for token, lp in top.items()
-                      if token.strip() and name.casefold().startswith(token.strip().casefold()))
+    that begin it, over the mass of those that begin any label ({} when none does). A label
+    that an alternative begins together with another ('very' for 'very positive' and 'very
+    negative', 'ne' for 'negative' and 'neutral') cannot be told apart by its first token:
+    its probability is None (unknown), never a share of the common token's mass."""
+    begins = {token: [name for name in names if token.strip() and
+                      name.casefold().startswith(token.strip().casefold())] for token in top}
+    total = sum(math.exp(top[token]) for token, hit in begins.items() if hit)
+    if total <= 0:
+        return {}
+    unknown = {name for hit in begins.values() if len(hit) > 1 for name in hit}
+    return {name: None if name in unknown else
+            sum(math.exp(top[token]) for token, hit in begins.items() if hit == [name]) / total
             for name in names}
-    total = sum(mass.values())
-    return {name: m / total for name, m in mass.items()} if total > 0 else {}
+
+
+def ambiguous(probabilities: dict[str, float | None]) -> list[str]:
+    """The labels whose first-token probability is unknown (they share a first token)."""
+    return [name for name, p in probabilities.items() if p is None]
 
 
 def json_schema(schema: LabelSchema, verbalized: bool, explain: bool) -> dict[str, Any]:
@@ -298,6 +329,15 @@ def prompt_for(schema: LabelSchema, text: str, form: str) -> list[dict[str, str]
             else "Choose the single label that fits best.")
     user = f"{schema.task}\n\nLabels:\n{listed}\n{rule}\n\nText:\n{text}\n\n{form}"
     return [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": user}]
+
+
+def unknown_because(probabilities: dict[str, float | None], ctx: StepContext) -> str:
+    """Why a label's first-token probability is unknown (also counted in the step's notes)."""
+    shared = ambiguous(probabilities)
+    why = (f"the first token begins several labels ({', '.join(shared)})" if shared
+           else "no first-token alternative begins a label")
+    ctx.stats.notes[f"logprob unknown: {why.split(' (')[0]}"] += 1
+    return why
 
 
 class LLMLabel(Each[LabelOptions]):
@@ -348,7 +388,7 @@ class LLMLabel(Each[LabelOptions]):
             return Vote(None, error=str(exc)), reply
 
     async def logprob(self, record: Record, text: str, ctx: StepContext
-                      ) -> tuple[dict[str, float], Reply]:
+                      ) -> tuple[dict[str, float | None], Reply]:
         """Label probabilities from the first token of a greedy label-only answer."""
         form = "Answer with the label only, spelled as listed."
         reply = await ctx.generate(prompt_for(self.schema, text, form), self.LOGPROB_SAMPLING,
@@ -380,6 +420,8 @@ class LLMLabel(Each[LabelOptions]):
             replies.append(reply)
             found = probabilities.get(result.labels[0]) if probabilities else None
             confidence["logprob"] = None if found is None else round(found, 4)
+            if found is None:
+                confidence["logprob_unknown"] = unknown_because(probabilities, ctx)
         invalid = [{"vote": index + 1, "error": vote.error, "raw": reply.text}
                    for index, (vote, reply) in enumerate(sampled) if vote.labels is None]
         if invalid:

@@ -1,0 +1,1 @@
+"""Samplers: seed attributes drawn from distributions (no model call), as the `sample` step."""

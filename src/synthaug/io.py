@@ -54,7 +54,7 @@ def read_jsonl(
     limit: int | None = None, id_field: str = "id",
 ) -> Iterator[Record]:
     """Records of a JSONL file; a rejected line is logged, written to rejects, and skipped."""
-    seen = _Seen(id_field)
+    seen = SeenRecords(id_field)
     count = lines = 0
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
@@ -64,7 +64,7 @@ def read_jsonl(
                 continue
             lines += 1
             try:
-                fields = _decode(raw, str(path), number, required)
+                fields = decode_record(raw, str(path), number, required)
                 seen.check(fields, raw, str(path), number)
             except InputError as exc:
                 _reject(side, exc, raw, number)
@@ -84,7 +84,8 @@ def _reject(side: SideWriter, exc: InputError, raw: bytes, number: int) -> None:
                            "raw": raw.decode("utf-8", "replace").rstrip("\r\n")})
 
 
-def _decode(raw: bytes, file: str, line: int, required: Requirements) -> Record:
+def decode_record(raw: bytes, file: str, line: int, required: Requirements) -> Record:
+    """One input line as a record, or a RecordError naming file, line and field."""
     try:
         text = decode_line(raw, first=line == 1)
     except UnicodeDecodeError as exc:
@@ -122,7 +123,7 @@ def type_words(kinds: tuple[type, ...]) -> str:
     return " or ".join(_TYPE_WORDS.get(kind, kind.__name__) for kind in kinds)
 
 
-class _Seen:
+class SeenRecords:
     """The first line of each record id and of each exact line (16-byte digests)."""
 
     def __init__(self, id_field: str) -> None:

@@ -24,7 +24,7 @@ from synthaug.backends.pool import AnyClient, make_client
 from synthaug.budget import Meter
 from synthaug.errors import InputError, MissingDependency
 from synthaug.executors.local import run_steps
-from synthaug.io import _decode, _Seen, aiter_records
+from synthaug.io import SeenRecords, aiter_records, decode_record
 from synthaug.pipeline import Pipeline, build_backend
 from synthaug.records import Record, dumps, source_record
 from synthaug.steps.context import StepStats
@@ -181,14 +181,14 @@ def parse_body(body: bytes, content_type: str, required: dict[str, tuple[type, .
         lines = [json.dumps(item).encode() for item in value]
     else:
         lines = body.split(b"\n")
-    seen = _Seen("id")
+    seen = SeenRecords("id")
     records: list[Record] = []
     rejects: list[dict[str, Any]] = []
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
         try:
-            fields = _decode(raw, SOURCE, number, required)
+            fields = decode_record(raw, SOURCE, number, required)
             seen.check(fields, raw, SOURCE, number)
         except InputError as exc:
             rejects.append({"step": "input", "line": number, "field": exc.field,

@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from synthaug.backends.base import Request
 from synthaug.backends.client import LLMClient
@@ -182,3 +185,98 @@ def test_the_progress_view_shows_each_role_s_limit_and_reason() -> None:
         view.update(RunState(steps=[StepStats("generate")], clients={"default": client}))
         view.progress.refresh()
     assert "calls default" in out.getvalue() and "limit 7/32 (429)" in out.getvalue()
+
+
+# -- review fixes: wakeups, draining, a cancelled probe ----------------------------------
+def test_draining_is_not_starved_by_queued_callers() -> None:
+    """switch() waits for the calls in flight while callers queue for the one slot."""
+    from synthaug.backends.limits import ConcurrencyLimit
+
+    async def scenario() -> str:
+        limit = ConcurrencyLimit(1, adaptive=False)
+        release = asyncio.Event()
+
+        async def call() -> None:
+            async with limit.slot():
+                await release.wait()
+
+        holder = asyncio.create_task(call())
+        await asyncio.sleep(0.01)
+        queued = [asyncio.create_task(call()) for _ in range(3)]
+        await asyncio.sleep(0.01)
+
+        async def drain() -> str:
+            async with limit.drained():
+                return "drained"
+
+        drainer = asyncio.create_task(drain())
+        await asyncio.sleep(0.01)
+        release.set()
+        done = await asyncio.wait_for(drainer, 2)
+        await asyncio.gather(holder, *queued)
+        return done
+
+    assert asyncio.run(scenario()) == "drained"
+
+
+def test_a_cancelled_waiter_passes_its_wakeup_on() -> None:
+    from synthaug.backends.limits import ConcurrencyLimit
+
+    async def scenario() -> str:
+        limit = ConcurrencyLimit(1, adaptive=False)
+        release = asyncio.Event()
+        tasks: dict[str, asyncio.Task[str]] = {}
+
+        async def holder() -> None:
+            async with limit.slot():
+                await release.wait()
+            tasks["b"].cancel()  # woken, then cancelled before it runs
+
+        async def call(tag: str) -> str:
+            async with limit.slot():
+                return tag
+
+        held = asyncio.create_task(holder())
+        await asyncio.sleep(0.01)
+        tasks["b"] = asyncio.create_task(call("b"))
+        later = asyncio.create_task(call("c"))
+        await asyncio.sleep(0.01)
+        release.set()
+        await held
+        return await asyncio.wait_for(later, 2)
+
+    assert asyncio.run(scenario()) == "c"
+
+
+def test_a_cancelled_probe_lets_the_next_call_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    from synthaug.backends import limits
+    from synthaug.errors import RetryableError
+
+    monkeypatch.setattr(limits, "TRIP_SECONDS", 0.0)
+    monkeypatch.setattr(limits, "COOLDOWN", (0.05, 0.1))
+
+    async def scenario() -> float:
+        limit = limits.ConcurrencyLimit(4, adaptive=False, max_outage=1.0)
+        for _ in range(5):  # trip the breaker
+            with contextlib.suppress(RetryableError):
+                async with limit.slot():
+                    raise RetryableError("HTTP 503 down")
+        assert limit.breaker.state == "open"
+        await asyncio.sleep(0.1)
+
+        async def probe() -> None:
+            async with limit.slot() as ticket:
+                assert ticket.probe
+                await asyncio.sleep(10)
+
+        probing = asyncio.create_task(probe())
+        await asyncio.sleep(0.05)
+        probing.cancel()
+        await asyncio.gather(probing, return_exceptions=True)
+        start = time.monotonic()
+        async with limit.slot():  # the endpoint is back: this call goes as the next probe
+            pass
+        assert limit.breaker.state == "closed"
+        return time.monotonic() - start
+
+    assert asyncio.run(scenario()) < 0.5

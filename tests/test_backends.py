@@ -401,3 +401,9 @@ def test_the_cache_keeps_that_a_reply_had_no_usage(tmp_path: Path) -> None:
     found_a, found_b = cache.get("a"), cache.get("b")
     assert found_a is not None and found_a.usage_known is False
     assert found_b is not None and found_b.usage_known and found_b.completion_tokens == 3
+
+
+def test_an_unreadable_retry_after_is_retried_like_any_503(server: FakeOpenAIServer) -> None:
+    server.enqueue(Reply(text="busy", status=503, headers={"Retry-After": "soon"}))
+    [reply], stats = complete(openai(server.url), CHAT)
+    assert reply.text == "echo: hello there" and stats.retries == 1 and len(server.calls) == 2

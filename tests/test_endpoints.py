@@ -237,3 +237,32 @@ def test_a_server_back_after_its_cooldown_answers_the_next_call() -> None:
     finally:
         srv.stop()
     assert backend.summary()["endpoints"][srv.url]["state"] == "up"
+
+
+def test_the_first_server_back_answers_without_waiting_for_a_hung_check() -> None:
+    import socket
+
+    hung = socket.socket()  # accepts connections, never answers
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(16)
+    hung_url = f"http://127.0.0.1:{hung.getsockname()[1]}/v1"
+    try:
+        with FakeOpenAIServer() as good:
+            backend = build_backend(BackendSpec(use="endpoints", **{"with": {
+                "base_urls": [hung_url, good.url], "model": "fake", "cooldown": 0.05,
+                "connect_timeout": 4}}))
+            assert isinstance(backend, EndpointsBackend)
+
+            async def ask() -> float:
+                now = time.monotonic()
+                for endpoint in backend.endpoints:  # both out, cool-downs over
+                    endpoint.state, endpoint.check_at = "down", now - 1
+                start = time.monotonic()
+                await backend.generate(Request(prompt="x"))
+                took = time.monotonic() - start
+                await backend.close()
+                return took
+
+            assert asyncio.run(ask()) < 2  # not the hung server's 4 s check
+    finally:
+        hung.close()

@@ -166,6 +166,19 @@ def test_full_queue_answers_429_at_once(tmp_path: Path) -> None:
     assert after[-1]["records"] == 1
 
 
+def test_oversized_bodies_and_bad_lines_are_refused_unread(tmp_path: Path) -> None:
+    with FakeOpenAIServer() as fake, \
+            serving(service(fake, tmp_path, max_pending=2, max_body_bytes=1000)) as url:
+        huge = httpx.post(f"{url}/v1/records", headers=AUTH, timeout=30,
+                          content=ndjson(*[{"instruction": "x" * 50}] * 40))
+        bad_lines = httpx.post(f"{url}/v1/records", headers=AUTH, timeout=30,
+                               content=ndjson("not json", "nor this", "{\"instruction\": 1}"))
+        healthy = post(url, ndjson({"instruction": "fine"}))
+    assert huge.status_code == 413 and "max-body-bytes" in huge.json()["error"]
+    assert bad_lines.status_code == 413  # rejects count against --max-pending too
+    assert fake.calls and healthy[-1]["records"] == 1
+
+
 def test_client_gone_mid_stream_cancels_its_calls_and_cache_serves_the_rerun(
         tmp_path: Path) -> None:
     holding = threading.Event()

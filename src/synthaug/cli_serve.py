@@ -33,6 +33,9 @@ def serve(
     max_pending: Annotated[int, typer.Option(
         min=1, help="Input records in progress across requests, at most; a request beyond "
         "is answered 429 with Retry-After.")] = 256,
+    max_body_bytes: Annotated[int, typer.Option(
+        min=1, help="Largest request body; a larger one is answered 413 unread.")]
+    = 16 << 20,
     backend: Annotated[str | None, typer.Option(help="Backend for the default role.")] = None,
     base_url: Annotated[str | None, typer.Option(
         help="OpenAI-compatible base URL (implies --backend openai).")] = None,
@@ -65,7 +68,8 @@ def serve(
                                 "concurrency": concurrency}, [])
         apply_sets(spec, sets or [])
         service = Service(Pipeline.from_recipe(spec, source), state_dir=state,
-                          token=None if no_auth else secret, max_pending=max_pending).open()
+                          token=None if no_auth else secret, max_pending=max_pending,
+                          max_body_bytes=max_body_bytes).open()
     import uvicorn
 
     console.print(f"serving {service.pipeline.name} on http://{host}:{port} "

@@ -46,6 +46,7 @@ class Service:
     state_dir: Path
     token: str | None = None  # None: no authentication (loopback only, checked by the CLI)
     max_pending: int = 256  # input records of requests in progress, at most
+    max_body_bytes: int = 16 << 20  # a request body beyond is answered 413, unread
     queue_size: int = 64  # events a slow client may leave unread before the steps wait
     pending: int = 0
     clients: dict[str, AnyClient] = field(default_factory=dict)
@@ -164,6 +165,22 @@ class _SideEvents:
         self.events.put_nowait({"event": EVENTS.get(kind, kind), **row})
 
 
+async def read_capped(request: Any, limit: int) -> bytes | None:
+    """The request's body, or None as soon as it is known to exceed `limit` bytes (from
+    Content-Length, or while reading the stream)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def parse_body(body: bytes, content_type: str, required: dict[str, tuple[type, ...]],
                recipe: str) -> tuple[list[Record], list[dict[str, Any]]]:
     """Input records and reject rows of a request body (NDJSON, or JSON when the content type
@@ -251,23 +268,28 @@ def make_app(service: Service, on_stop: Callable[[], None] | None = None) -> Any
 
     @app.post("/v1/records")
     async def records(request: Request) -> Response:
+        body = await read_capped(request, service.max_body_bytes)
+        if body is None:
+            return JSONResponse({"error": f"body over {service.max_body_bytes} bytes "
+                                 "(--max-body-bytes); split the request"}, status_code=413)
         try:
-            found, rejects = parse_body(await request.body(),
+            found, rejects = parse_body(body,
                                         request.headers.get("content-type", ""),
                                         service.pipeline.input_requirements(),
                                         service.pipeline.name)
         except BadBody as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        if len(found) > service.max_pending:
-            return JSONResponse({"error": f"{len(found)} records: more than --max-pending "
+        if len(found) + len(rejects) > service.max_pending:  # bad lines count: no free work
+            return JSONResponse({"error": f"{len(found) + len(rejects)} lines: more than "
+                                 f"--max-pending "
                                  f"({service.max_pending}); split the request"}, status_code=413)
         if not service.admit(len(found)):
             return JSONResponse({"error": "busy: too many records in progress"},
                                 status_code=429, headers={"Retry-After": "1"})
         sse = "text/event-stream" in request.headers.get("accept", "")
         run = service.start(found, rejects)
-        body = (encode(event, sse) async for event in run.stream())
-        answer: Response = streamed(body, run, media_type="text/event-stream" if sse
+        events = (encode(event, sse) async for event in run.stream())
+        answer: Response = streamed(events, run, media_type="text/event-stream" if sse
                                     else "application/x-ndjson")
         return answer
 

@@ -161,10 +161,11 @@ class EndpointsBackend(Backend[EndpointsOptions]):
         when none is ready, waits for the health checks that are due."""
         self._start_checks()
         ready = self._ready(tried)
-        if not ready:
+        while not ready:  # the first server back answers; a hung check holds no one
             checks = [e.check for e in self.endpoints if e.check is not None]
-            if checks:
-                await asyncio.wait(checks)
+            if not checks:
+                break
+            await asyncio.wait(checks, return_when=asyncio.FIRST_COMPLETED)
             ready = self._ready(tried)
         if not ready:
             return None

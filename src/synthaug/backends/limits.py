@@ -228,6 +228,9 @@ class ConcurrencyLimit:
                     else:
                         with suppress(TimeoutError):
                             await asyncio.wait_for(self._cond.wait(), wait)
+                except asyncio.CancelledError:
+                    self._cond.notify(1)  # pass on a wakeup this waiter may have taken
+                    raise
                 finally:
                     self._waiting -= 1
             probe = self.breaker.enter()
@@ -247,7 +250,9 @@ class ConcurrencyLimit:
                 self._failed(ticket, exc, now)
             elif exc is None or isinstance(exc, BackendError):
                 self._answered(ticket, now, grow=exc is None)
-            if self.breaker.state != state:
+            elif ticket.probe and self.breaker.state == "probing":
+                self.breaker.state, self.breaker.reopen_at = "open", now  # next call probes
+            if self.breaker.state != state or self._draining:
                 self._cond.notify_all()  # every waiter has a new deadline or may go
             else:
                 self._cond.notify(max(0, self.limit - self.in_flight))  # as many as may go

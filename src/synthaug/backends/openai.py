@@ -369,12 +369,16 @@ async def _drain(content: aiohttp.StreamReader) -> None:
 
 
 def _retry_after(header: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when the
+    header is absent or unreadable."""
     if not header:
         return None
     try:
         return max(0.0, float(header))
     except ValueError:
         pass
-    parsed = email.utils.parsedate_to_datetime(header) if header else None
+    try:
+        parsed = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return None  # unreadable: the usual backoff applies
     return max(0.0, parsed.timestamp() - time.time()) if parsed else None

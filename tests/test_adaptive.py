@@ -42,8 +42,9 @@ def overhear(client: LLMClient, sink: Callable[[str], None]) -> None:
     client.limiter.listener = both
 
 
-async def drive(client: LLMClient, n: int, window: int) -> None:
-    """`n` calls with `window` in progress at once, as a step does."""
+async def drive(client: LLMClient, n: int, window: int, tolerate: bool = False) -> None:
+    """`n` calls with `window` in progress at once, as a step does (`tolerate`: calls that
+    give up are not an error of the test)."""
     gate = asyncio.Semaphore(window)
 
     async def one(i: int) -> None:
@@ -51,7 +52,7 @@ async def drive(client: LLMClient, n: int, window: int) -> None:
             await client.complete(Request(prompt=f"record {i}", max_tokens=8))
 
     try:
-        await asyncio.gather(*(one(i) for i in range(n)))
+        await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=tolerate)
     finally:
         await client.close()
 
@@ -75,7 +76,8 @@ def test_a_static_limit_stays_at_the_configured_concurrency() -> None:
     """`adaptive: false` keeps exactly `concurrency` in flight, even through 429s."""
     with FakeOpenAIServer(delay=0.03, capacity=8, retry_after=0.02) as srv:
         client = client_for(srv.url, concurrency=12, adaptive=False, max_retries=20)
-        asyncio.run(drive(client, 120, 24))
+        # a fixed limit above capacity keeps 4 calls bouncing: one may lose 21 times running
+        asyncio.run(drive(client, 120, 24, tolerate=True))
     assert (client.stats.limit, client.stats.limit_changes) == (12, 0)
     assert client.stats.max_in_flight == 12 and srv.refused > 0
 

@@ -26,8 +26,8 @@ from synthaug.budget import budget_of, usage_lines
 from synthaug.cli_common import status_code, user_errors
 from synthaug.errors import ConfigError
 from synthaug.executors.local import LocalExecutor, RunConfig, RunState
-from synthaug.overrides import apply_sets, load_backends, override_backend
-from synthaug.pipeline import Pipeline, Recipe, load_recipe, resolve_recipe
+from synthaug.overrides import build_pipeline
+from synthaug.pipeline import Recipe, load_recipe
 from synthaug.progress import ProgressView
 
 # no locals in tracebacks of unexpected errors: they could hold an API key
@@ -90,17 +90,10 @@ def run(
     """
     executor: LocalExecutor | None = None
     with user_errors(console, lambda: executor is not None and executor.started):
-        spec, source = resolve_recipe(recipe)
-        if backends_file is not None:
-            load_backends(spec, backends_file)
-        override_backend(spec, {"backend": backend, "base_url": base_url, "model": model,
-                                "concurrency": concurrency, "timeout": timeout,
-                                "idle_timeout": idle_timeout, "n_threads": n_threads},
-                         backend_options or [])
-        apply_sets(spec, sets or [])
-        if seed is not None:
-            spec.seed = seed
-        pipeline = Pipeline.from_recipe(spec, source)
+        pipeline = build_pipeline(recipe, backends_file=backends_file, choices={
+            "backend": backend, "base_url": base_url, "model": model,
+            "concurrency": concurrency, "timeout": timeout, "idle_timeout": idle_timeout,
+            "n_threads": n_threads}, backend_options=backend_options, sets=sets, seed=seed)
         config = RunConfig(out_dir=out, input_path=input, limit=limit, formats=tuple(fmt or ()),
                            cache_path=cache, overwrite=overwrite, id_field=id_field,
                            budget=budget_of(prices, max_cost, max_tokens))

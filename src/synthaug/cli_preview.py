@@ -11,8 +11,7 @@ from rich.console import Console
 
 from synthaug.budget import budget_of
 from synthaug.cli_common import user_errors
-from synthaug.overrides import apply_sets, load_backends, override_backend
-from synthaug.pipeline import Pipeline, resolve_recipe
+from synthaug.overrides import build_pipeline
 from synthaug.preview import estimate_lines, run_preview, trace_lines
 
 PRICES_HELP = ("YAML price table, model: {input: X, output: Y} per million tokens; models "
@@ -60,16 +59,10 @@ def preview(
     Exit codes: 0 done, 2 usage or configuration error, 130 interrupted.
     """
     with user_errors(console):
-        spec, source = resolve_recipe(recipe)
-        if backends_file is not None:
-            load_backends(spec, backends_file)
-        override_backend(spec, {"backend": backend, "base_url": base_url, "model": model,
-                                "concurrency": concurrency, "n_threads": n_threads},
-                         backend_options or [])
-        apply_sets(spec, sets or [])
-        if seed is not None:
-            spec.seed = seed
-        pipeline = Pipeline.from_recipe(spec, source)
+        pipeline = build_pipeline(recipe, backends_file=backends_file, choices={
+            "backend": backend, "base_url": base_url, "model": model,
+            "concurrency": concurrency, "n_threads": n_threads},
+            backend_options=backend_options, sets=sets, seed=seed)
         found = run_preview(pipeline, input_path=input, n=n, cache=cache or out / "cache.sqlite",
                             budget=budget_of(prices, None, None), id_field=id_field,
                             limit=limit)

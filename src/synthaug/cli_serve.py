@@ -11,8 +11,7 @@ from rich.console import Console
 
 from synthaug.cli_common import user_errors
 from synthaug.errors import ConfigError
-from synthaug.overrides import apply_sets, load_backends, override_backend
-from synthaug.pipeline import Pipeline, resolve_recipe
+from synthaug.overrides import build_pipeline
 from synthaug.serve import LOOPBACK, Service, make_app, require
 
 console = Console(stderr=True)
@@ -61,13 +60,10 @@ def serve(
         if no_auth and host not in LOOPBACK:
             raise ConfigError(f"--no-auth listens only on a loopback address, not {host}",
                               field="--no-auth")
-        spec, source = resolve_recipe(recipe)
-        if backends_file is not None:
-            load_backends(spec, backends_file)
-        override_backend(spec, {"backend": backend, "base_url": base_url, "model": model,
-                                "concurrency": concurrency}, [])
-        apply_sets(spec, sets or [])
-        service = Service(Pipeline.from_recipe(spec, source), state_dir=state,
+        pipeline = build_pipeline(recipe, backends_file=backends_file, choices={
+            "backend": backend, "base_url": base_url, "model": model,
+            "concurrency": concurrency}, backend_options=None, sets=sets)
+        service = Service(pipeline, state_dir=state,
                           token=None if no_auth else secret, max_pending=max_pending,
                           max_body_bytes=max_body_bytes).open()
     import uvicorn

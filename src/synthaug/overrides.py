@@ -18,7 +18,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from synthaug import registry
 from synthaug.errors import ConfigError
-from synthaug.pipeline import BackendSpec, Recipe
+from synthaug.pipeline import BackendSpec, Pipeline, Recipe, resolve_recipe
 
 _NOTHING = ("null", "~", "none", "None")
 
@@ -153,3 +153,18 @@ def yaml_value(raw: str) -> Any:
     if isinstance(value, dict | list) and not raw.lstrip().startswith(("{", "[")):
         return raw
     return raw if value is None else value
+
+
+def build_pipeline(recipe: str, *, backends_file: Path | None, choices: dict[str, Any],
+                   backend_options: list[str] | None, sets: list[str] | None,
+                   seed: int | None = None) -> Pipeline:
+    """The pipeline a command runs: the recipe (a name or a file), then `--backends`, the
+    default role's flags and `--backend-option`s, `--set`s and `--seed`, in that order."""
+    spec, source = resolve_recipe(recipe)
+    if backends_file is not None:
+        load_backends(spec, backends_file)
+    override_backend(spec, choices, backend_options or [])
+    apply_sets(spec, sets or [])
+    if seed is not None:
+        spec.seed = seed
+    return Pipeline.from_recipe(spec, source)

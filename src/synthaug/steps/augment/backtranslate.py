@@ -26,7 +26,7 @@ from pydantic import Field, model_validator
 
 from synthaug.errors import MissingDependency
 from synthaug.records import Record, content
-from synthaug.steps.augment.paraphrase import embedder_of, normalized
+from synthaug.steps.augment.paraphrase import embedder_of, normalized, text_and_label
 from synthaug.steps.base import Each, EachOptions, Requirements, StepOptions
 from synthaug.steps.context import StepContext
 from synthaug.steps.llm import Prompt, Reply, Sampling, Uses
@@ -92,11 +92,7 @@ class RoundTripTranslate(Each[RoundTripOptions]):
         return [Uses(self.options.backend)]
 
     def requires(self) -> Requirements:
-        o = self.options
-        found: dict[str, type | tuple[type, ...]] = {o.field: str}
-        if o.label_field:
-            found[o.label_field] = (str, int, bool, list)
-        return found
+        return text_and_label(self.options.field, self.options.label_field)
 
     def provides(self) -> set[str]:
         return {"augmentation"}

@@ -49,6 +49,14 @@ def normalized(text: str) -> str:
     return _NOT_WORD.sub(" ", text.casefold()).strip()
 
 
+def text_and_label(field: str, label_field: str | None) -> Requirements:
+    """The text a rewriting step reads, and the label it carries over when there is one."""
+    found: dict[str, type | tuple[type, ...]] = {field: str}
+    if label_field:
+        found[label_field] = (str, int, bool, list)
+    return found
+
+
 def embedder_of(name: str | None) -> Embedder | None:
     """The named embedder (loaded once per process), or None."""
     if name is None:
@@ -138,11 +146,7 @@ class Paraphrase(LLMStep[ParaphraseOptions]):
     Options: ClassVar[type[StepOptions]] = ParaphraseOptions
 
     def requires(self) -> Requirements:
-        o = self.options
-        found: dict[str, type | tuple[type, ...]] = {o.field: str}
-        if o.label_field:
-            found[o.label_field] = (str, int, bool, list)
-        return found
+        return text_and_label(self.options.field, self.options.label_field)
 
     def provides(self) -> set[str]:
         return {"augmentation"}

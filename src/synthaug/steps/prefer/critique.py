@@ -29,6 +29,7 @@ from synthaug.steps.llm import Reply, Sampling, Uses
 from synthaug.steps.prefer.revision import (
     cleaned,
     load_entries,
+    prompt_requirements,
     required,
     revised_fields,
     unchanged,
@@ -87,10 +88,7 @@ class ConstitutionalRevision(Each[ConstitutionalOptions]):
         return [Uses(self.options.backend)]
 
     def requires(self) -> Requirements:
-        found: dict[str, type] = dict(template.requirements(self.options.template))
-        if self.options.response_field:
-            found[self.options.response_field] = str
-        return found
+        return prompt_requirements(self.options.template, self.options.response_field)
 
     def provides(self) -> set[str]:
         return {"prompt", "messages", "chosen", "rejected", "chosen_model", "rejected_model",

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from synthaug import template
 from synthaug.errors import ConfigError, ParseError
 from synthaug.io import data_file
 
@@ -144,3 +145,12 @@ def required(text: str, what: str) -> str:
     if not text.strip():
         raise ParseError(f"the model wrote no {what}", raw=[text])
     return text
+
+
+def prompt_requirements(prompt_template: str, response_field: str | None) -> dict[str, type]:
+    """The fields a revision step reads: its prompt template's, and the response to revise
+    when it is taken from the record rather than generated."""
+    found: dict[str, type] = dict(template.requirements(prompt_template))
+    if response_field:
+        found[response_field] = str
+    return found

@@ -25,7 +25,7 @@ $(VENV)/.deps-demo: pyproject.toml | $(BIN)/python
 # the registry's newest build with several GB of CUDA packages (minilm embedder tests)
 $(VENV)/.deps-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install 'torch==2.13.0'
-	$(BIN)/python -m pip install -e '.[local,server,parquet,hf,curate,minilm,verify,augment,samplers,hub,labeling-bench,serve,telemetry,test]'
+	$(BIN)/python -m pip install -e '.[local,server,parquet,hf,curate,minilm,verify,augment,samplers,hub,labeling-bench,serve,telemetry,ray,test]'
 	touch $@
 
 demo: $(VENV)/.deps-demo

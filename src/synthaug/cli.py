@@ -25,8 +25,8 @@ from synthaug import (
 from synthaug.budget import budget_of, usage_lines
 from synthaug.cli_common import status_code, user_errors
 from synthaug.errors import ConfigError
-from synthaug.executors.local import LocalExecutor, RunConfig, RunState
-from synthaug.overrides import build_pipeline
+from synthaug.executors.base import Executor, RunConfig, RunState
+from synthaug.overrides import build_executor, build_pipeline
 from synthaug.pipeline import Recipe, load_recipe
 from synthaug.progress import ProgressView
 
@@ -80,6 +80,13 @@ def run(
     = None,
     max_tokens: Annotated[int | None, typer.Option(min=1, help=cli_preview.MAX_TOKENS_HELP)]
     = None,
+    executor_name: Annotated[str | None, typer.Option(
+        "--executor", help="Where the run goes: local (this process, the default) or ray "
+        "(sharded over a Ray cluster: $RAY_ADDRESS, or one started here); overrides the "
+        "recipe's `executor:`.")] = None,
+    executor_options: Annotated[list[str] | None, typer.Option(
+        "--executor-option", help="Executor option KEY=VALUE, e.g. workers=8, "
+        "shard_size=5000, address=ray://head:10001 (repeatable).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Run a recipe; rerunning the same command resumes where it stopped.
@@ -88,7 +95,7 @@ def run(
     done), 3 finished with failures or rejects, 4 budget spent (--max-cost/--max-tokens;
     rerun with a larger budget to resume), 130 interrupted.
     """
-    executor: LocalExecutor | None = None
+    executor: Executor | None = None
     with user_errors(console, lambda: executor is not None and executor.started):
         pipeline = build_pipeline(recipe, backends_file=backends_file, choices={
             "backend": backend, "base_url": base_url, "model": model,
@@ -98,7 +105,8 @@ def run(
                            cache_path=cache, overwrite=overwrite, id_field=id_field,
                            budget=budget_of(prices, max_cost, max_tokens))
         view = None if quiet else ProgressView(console, [label for label, _ in pipeline.steps])
-        executor = LocalExecutor(config, watch=view.update if view else None)
+        executor = build_executor(pipeline, name=executor_name, options=executor_options,
+                                  config=config, watch=view.update if view else None)
         with view or _Null():
             state = executor.run(pipeline)
     _summary(state)
@@ -124,7 +132,7 @@ def _summary(state: RunState) -> None:
                       str(s.failures), str(s.rejects), str(s.cache_hits), str(tokens),
                       f"{s.seconds:.1f}")
     console.print(table)
-    calls = sum(c.stats.calls for c in state.clients.values())
+    calls = state.calls()
     failures, rejects = state.side.get("failures", 0), state.side.get("rejects", 0)
     console.print(f"{state.status}: wrote {state.written} new records ({state.resumed} from an "
                   f"earlier run), {calls} LLM calls, {failures} failures, {rejects} rejects "

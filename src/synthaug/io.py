@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from synthaug.errors import ConfigError, InputError, MissingDependency, WrongType
 from synthaug.records import META, Record, dumps, meta, source_record
@@ -49,6 +49,13 @@ def decode_line(raw: bytes, *, first: bool = False) -> str:
     return raw.decode("utf-8").rstrip("\r\n")
 
 
+class SideRows(Protocol):
+    """Where rejects, failures and drops go (`SideWriter`, a shard's part writer)."""
+
+    def write(self, kind: str, row: dict[str, Any]) -> None:
+        """Append one row to the side file `kind`."""
+
+
 def read_jsonl(
     path: Path, *, required: Requirements, recipe: str, side: SideWriter,
     limit: int | None = None, id_field: str = "id",
@@ -67,7 +74,7 @@ def read_jsonl(
                 fields = decode_record(raw, str(path), number, required)
                 seen.check(fields, raw, str(path), number)
             except InputError as exc:
-                _reject(side, exc, raw, number)
+                reject_input(side, exc, raw, number)
                 continue
             count += 1
             yield source_record(fields, source=str(path), index=number - 1, recipe=recipe)
@@ -75,7 +82,8 @@ def read_jsonl(
         log.warning("%s holds no input records: nothing to do", path)
 
 
-def _reject(side: SideWriter, exc: InputError, raw: bytes, number: int) -> None:
+def reject_input(side: SideRows, exc: InputError, raw: bytes, number: int) -> None:
+    """Log an unusable input line and write it to the rejects with its reason."""
     log.warning("%s", exc)
     if number == 1 and raw.startswith(BOM):
         raw = raw[len(BOM):]
@@ -141,6 +149,12 @@ class SeenRecords:
                 raise InputError(f"duplicate of line {self.first[key]}", file=file, line=line)
         for key in keys:
             self.first[key] = line
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _digest(data: bytes) -> bytes:
@@ -243,6 +257,21 @@ class RecordWriter:
             return False
         os.write(self._fd, (dumps(record) + "\n").encode("utf-8"))
         return True
+
+    def copy_lines(self, source: Path, ids: list[str]) -> int:
+        """Append the JSONL lines of `source` (whose record ids are `ids`, in order), each
+        unless its id was written before; returns how many were written."""
+        with source.open("rb") as handle:
+            if self.seen.isdisjoint(ids):  # the common case: bytes copied as they are
+                while chunk := handle.read(1 << 20):
+                    _write_all(self._fd, chunk)
+                return len(ids)
+            written = 0
+            for rid, line in zip(ids, handle, strict=True):
+                if rid not in self.seen:
+                    _write_all(self._fd, line)
+                    written += 1
+            return written
 
     def close(self) -> None:
         """Close the file (again: nothing)."""

@@ -18,7 +18,8 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from synthaug import registry
 from synthaug.errors import ConfigError
-from synthaug.pipeline import BackendSpec, Pipeline, Recipe, resolve_recipe
+from synthaug.executors.base import Executor, RunConfig, Watcher
+from synthaug.pipeline import BackendSpec, ExecutorSpec, Pipeline, Recipe, resolve_recipe
 
 _NOTHING = ("null", "~", "none", "None")
 
@@ -168,3 +169,29 @@ def build_pipeline(recipe: str, *, backends_file: Path | None, choices: dict[str
     if seed is not None:
         spec.seed = seed
     return Pipeline.from_recipe(spec, source)
+
+
+def build_executor(pipeline: Pipeline, *, name: str | None, options: list[str] | None,
+                   config: RunConfig, watch: Watcher | None = None) -> Executor:
+    """The executor a run uses: `--executor` (else the recipe's `executor:`, else local),
+    with the recipe's options for it and `--executor-option KEY=VALUE`s over them."""
+    spec = pipeline.recipe.executor if pipeline.recipe else ExecutorSpec()
+    use = name or spec.use
+    given = dict(spec.with_) if use == spec.use else {}
+    try:
+        cls = registry.executor_class(use)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, file=pipeline.source, field="executor") from None
+    for item in options or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"takes KEY=VALUE, got {item!r}", field="--executor-option")
+        given[key] = typed_value(_annotation(cls.Options, [key]), raw)
+    try:
+        chosen = cls.Options(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "?"
+        raise ConfigError(f"executor {use}: {first['msg']}", file=pipeline.source,
+                          field=f"executor.{where}") from None
+    return cls(config, watch=watch, options=chosen)

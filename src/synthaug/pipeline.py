@@ -42,6 +42,14 @@ class BackendSpec(_Strict):
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
 
 
+class ExecutorSpec(_Strict):
+    """Where a recipe runs by default: a registered executor and its options (`--executor`
+    and `--executor-option` override it). Never part of the run identity."""
+
+    use: str = "local"
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+
+
 class Tags(_Strict):
     """Where a recipe sits in the survey's taxonomy."""
 
@@ -61,6 +69,7 @@ class Recipe(_Strict):
     default_input: str | None = None  # a data file shipped in synthaug/data, used without --input
     seed: int = 0
     backends: dict[str, BackendSpec] = Field(default_factory=lambda: {"default": BackendSpec()})
+    executor: ExecutorSpec = ExecutorSpec()
     steps: list[StepSpec]
 
 

@@ -1,7 +1,8 @@
 """Registries of steps, backends and recipes, filled from entry points.
 
 Built-ins are declared in synthaug's own pyproject under the same groups a
-third-party plugin uses: `synthaug.steps`, `synthaug.backends`, `synthaug.recipes`.
+third-party plugin uses: `synthaug.steps`, `synthaug.backends`, `synthaug.executors`,
+`synthaug.recipes`.
 Classes can also be registered at run time with `register_step` / `register_backend`.
 """
 
@@ -19,9 +20,11 @@ from synthaug.errors import ConfigError
 
 if TYPE_CHECKING:
     from synthaug.backends.base import AnyBackend
+    from synthaug.executors.base import Executor
     from synthaug.steps.base import AnyStep
 
 _extra_steps: dict[str, type[AnyStep]] = {}
+_extra_executors: dict[str, type[Executor]] = {}
 _extra_backends: dict[str, type[AnyBackend]] = {}
 
 
@@ -60,6 +63,22 @@ def backend_class(name: str) -> type[AnyBackend]:
     """The backend class registered as `name`."""
     cls: type[AnyBackend] = _load("synthaug.backends", name, _extra_backends, "backend")
     return cls
+
+
+def register_executor(name: str, cls: type[Executor]) -> None:
+    """Register an executor class under `name`."""
+    _extra_executors[name] = cls
+
+
+def executor_class(name: str) -> type[Executor]:
+    """The executor class registered as `name`."""
+    cls: type[Executor] = _load("synthaug.executors", name, _extra_executors, "executor")
+    return cls
+
+
+def executor_names() -> list[str]:
+    """Every registered executor name."""
+    return sorted({*_entry_points("synthaug.executors"), *_extra_executors})
 
 
 def step_names() -> list[str]:

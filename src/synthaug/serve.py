@@ -2,7 +2,7 @@
 
 The recipe is validated and its backends, clients and response cache are built once, before
 the port is bound (`Service.open`). Each `POST /v1/records` runs the recipe's steps over the
-posted records with the executor's own machinery (`executors.local.run_steps`) and streams
+posted records with the executor's own machinery (`executors.chain.chain_steps`) and streams
 one JSON event per record made, failure, drop or reject, then a `done` event with the counts:
 NDJSON by default, Server-Sent Events for `Accept: text/event-stream`. A client that hangs up
 cancels its steps (and their calls in flight); what was answered stays in the cache, so the
@@ -23,7 +23,7 @@ from synthaug.backends.cache import ResponseCache
 from synthaug.backends.pool import AnyClient, make_client
 from synthaug.budget import Meter
 from synthaug.errors import InputError, MissingDependency
-from synthaug.executors.local import run_steps
+from synthaug.executors.chain import chain_steps
 from synthaug.io import SeenRecords, aiter_records, decode_record
 from synthaug.pipeline import Pipeline, build_backend
 from synthaug.records import Record, dumps, source_record
@@ -104,9 +104,10 @@ class Service:
     async def _produce(self, records: list[Record], run: "_Run") -> None:
         stats = [StepStats(label) for label, _ in self.pipeline.steps]
         usage = Meter()
-        made = run_steps(self.pipeline, aiter_records(iter(records)), stats=stats,
-                         side=run.side, clients=self.clients, usage=usage,
-                         out_dir=self.state_dir, queue_size=self.queue_size)
+        made = chain_steps(self.pipeline.steps, aiter_records(iter(records)),
+                           recipe=self.pipeline.name, seed=self.pipeline.seed, stats=stats,
+                           side=run.side, clients=self.clients, usage=usage,
+                           out_dir=self.state_dir, queue_size=self.queue_size)
         count = 0
         try:
             async with aclosing(made):

@@ -149,3 +149,15 @@ def short_sha(text: str) -> str:
 
 
 AnyBackend = Backend[Any]
+
+
+def sampling_fields(request: Request) -> dict[str, Any]:
+    """The sampling fields OpenAI-shaped APIs share (n, temperature, top_p, max_tokens, and
+    stop and seed when set)."""
+    found: dict[str, Any] = {"n": request.n, "temperature": request.temperature,
+                             "top_p": request.top_p, "max_tokens": request.max_tokens}
+    if request.stop:
+        found["stop"] = list(request.stop)
+    if request.seed is not None:
+        found["seed"] = request.seed
+    return found

@@ -3,6 +3,10 @@
 Keys hash the backend identity, the canonical request and the sample index; a value
 keeps the seed that produced the completion, so a replay reports it too.
 Secrets are never part of a key or value: backends leave them out of `identity()`.
+
+Workers of a sharding executor each write their own file (`worker_cache`), reading through to
+the run's main cache; the driver folds the worker files into the main one (`merge_caches`)
+between segments and at the end, also the files of workers that were killed.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ def cache_key(identity: dict[str, Any], request: Request, sample: int) -> str:
 class ResponseCache:
     """Completions stored by key; each insert is committed, so a kill loses nothing paid."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, base: Path | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
@@ -46,13 +50,20 @@ class ResponseCache:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
+        self._base = base is not None and base.exists()
+        if self._base:  # read through to it; never written
+            self._db.execute("ATTACH DATABASE ? AS base", (str(base),))
 
     def get(self, key: str) -> Completion | None:
-        """The stored completion for `key`, if any."""
+        """The stored completion for `key`, if any (here, else in the base cache)."""
         with self._lock:
             row = self._db.execute(
                 "SELECT completion FROM responses WHERE key = ?", (key,)
             ).fetchone()
+            if row is None and self._base:
+                row = self._db.execute(
+                    "SELECT completion FROM base.responses WHERE key = ?", (key,)
+                ).fetchone()
         if row is None:
             return None
         completion = Completion(**json.loads(row[0]))
@@ -87,3 +98,24 @@ class ResponseCache:
         """Close the database."""
         with self._lock:
             self._db.close()
+
+
+def worker_cache(main: Path, name: str) -> ResponseCache:
+    """A worker's own cache file beside `main` (MAIN.workers/NAME.sqlite), reading through."""
+    return ResponseCache(main.with_name(main.name + ".workers") / f"{name}.sqlite", base=main)
+
+
+def merge_caches(cache: ResponseCache) -> int:
+    """Fold every worker file beside `cache` into it, then delete them; returns entries added."""
+    folder = cache.path.with_name(cache.path.name + ".workers")
+    added = 0
+    for shard in sorted(folder.glob("*.sqlite")) if folder.is_dir() else []:
+        with cache._lock:
+            before = cache._db.total_changes
+            cache._db.execute("ATTACH DATABASE ? AS shard", (str(shard),))
+            cache._db.execute("INSERT OR IGNORE INTO responses SELECT * FROM shard.responses")
+            cache._db.execute("DETACH DATABASE shard")
+            added += cache._db.total_changes - before
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{shard}{suffix}").unlink(missing_ok=True)
+    return added

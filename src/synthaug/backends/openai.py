@@ -20,7 +20,13 @@ from typing import Any, ClassVar, Literal
 import aiohttp
 from pydantic import Field, SecretStr
 
-from synthaug.backends.base import Backend, BackendOptions, Completion, Request
+from synthaug.backends.base import (
+    Backend,
+    BackendOptions,
+    Completion,
+    Request,
+    sampling_fields,
+)
 from synthaug.errors import FatalBackendError, RetryableError
 
 
@@ -142,22 +148,8 @@ def _json_body(raw: bytes) -> dict[str, Any]:
     return data
 
 
-def _sampling(request: Request) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "n": request.n,
-        "temperature": request.temperature,
-        "top_p": request.top_p,
-        "max_tokens": request.max_tokens,
-    }
-    if request.stop:
-        body["stop"] = list(request.stop)
-    if request.seed is not None:
-        body["seed"] = request.seed
-    return body
-
-
 def _chat_body(request: Request) -> dict[str, Any]:
-    body = {"messages": [dict(m) for m in request.messages or ()], **_sampling(request)}
+    body = {"messages": [dict(m) for m in request.messages or ()], **sampling_fields(request)}
     if request.logprobs or request.top_logprobs:
         body["logprobs"] = True
     if request.top_logprobs:
@@ -166,7 +158,7 @@ def _chat_body(request: Request) -> dict[str, Any]:
 
 
 def _completion_body(request: Request) -> dict[str, Any]:
-    body: dict[str, Any] = {"prompt": request.prompt, **_sampling(request)}
+    body: dict[str, Any] = {"prompt": request.prompt, **sampling_fields(request)}
     if request.logprobs or request.top_logprobs:
         body["logprobs"] = max(1, request.top_logprobs)
     return body

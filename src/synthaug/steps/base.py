@@ -22,7 +22,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar, cast
+from typing import Any, ClassVar, Generic, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -34,6 +34,9 @@ from synthaug.steps.llm import Prompt, Reply, Sampling, Uses
 from synthaug.streams import concurrent_map
 
 Requirements = set[str] | Mapping[str, type | tuple[type, ...]]
+# "record": each record's outputs depend on that record alone, so a stream may be cut into
+# shards run apart (other processes, other machines); "global": the step needs the whole stream
+Scope = Literal["record", "global"]
 
 
 class StepOptions(BaseModel):
@@ -88,6 +91,12 @@ class Step(ABC, Generic[OptionsT]):
     def prepare(self) -> None:
         """Check what the step needs of this machine (a tool, isolation) before any call."""
 
+    def scope(self) -> Scope:
+        """Whether the step may run on shards of the stream ("record") or needs all of it
+        ("global": a sharding executor runs it once over every shard's records, in order,
+        unless the step offers a way to combine shards, see `steps/sharded.py`)."""
+        return "global"
+
     @abstractmethod
     def run(self, stream: AsyncIterator[Record], ctx: StepContext) -> AsyncIterator[Record]:
         """Consume `stream`, yield output records."""
@@ -117,6 +126,9 @@ def guarded(hook: Callable[[Record, StepContext], Iterable[Record]], record: Rec
 class Map(Step[OptionsT]):
     """One record in, zero or more out, no I/O."""
 
+    def scope(self) -> Scope:
+        return "record"
+
     @abstractmethod
     def apply(self, record: Record, ctx: StepContext) -> Iterable[Record]:
         """The output records for `record` (their ids are assigned by the base)."""
@@ -129,6 +141,9 @@ class Map(Step[OptionsT]):
 
 class Filter(Step[OptionsT]):
     """Keeps or drops records; drops are counted by reason and written to dropped.jsonl."""
+
+    def scope(self) -> Scope:
+        return "record"
 
     @abstractmethod
     def keep(self, record: Record) -> bool | tuple[bool, str]:
@@ -161,6 +176,9 @@ EachOptionsT = TypeVar("EachOptionsT", bound=EachOptions)
 
 class Each(Step[EachOptionsT]):
     """Processes records concurrently, each through `process`; failures become side rows."""
+
+    def scope(self) -> Scope:
+        return "record"
 
     Options: ClassVar[type[StepOptions]] = EachOptions
 

@@ -38,7 +38,15 @@ from synthaug.errors import ConfigError, RecordError, WrongType
 from synthaug.expressions import Expression, ExpressionError
 from synthaug.io import type_words
 from synthaug.records import META, Record, meta
-from synthaug.steps.base import AnyStep, Generator, Requirements, Rounds, Step, requirements
+from synthaug.steps.base import (
+    AnyStep,
+    Generator,
+    Requirements,
+    Rounds,
+    Scope,
+    Step,
+    requirements,
+)
 from synthaug.steps.context import StepContext
 from synthaug.steps.llm import Uses
 
@@ -69,6 +77,9 @@ class Conditional(Step[Any]):
         """The fields the condition reads (of any type); the step's own are checked on
         matching records only (`fits`)."""
         return {name: object for name in self.condition.names}
+
+    def scope(self) -> Scope:
+        return self.step.scope()
 
     def provides(self) -> set[str] | None:
         """Nothing for sure (skipped records lack what the step adds); None if unknown."""

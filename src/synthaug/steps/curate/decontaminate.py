@@ -27,7 +27,7 @@ from pydantic import Field, field_validator
 from synthaug import benchmarks
 from synthaug.errors import BackendError, ParseError
 from synthaug.records import Record, meta
-from synthaug.steps.base import Requirements, Step, StepOptions
+from synthaug.steps.base import Requirements, Scope, Step, StepOptions
 from synthaug.steps.context import StepContext
 from synthaug.steps.curate.textkey import TEXTLIKE, record_text, words
 from synthaug.steps.judges import yes_no
@@ -98,6 +98,9 @@ class Decontaminate(Step[DecontaminateOptions]):
 
     def requires(self) -> Requirements:
         return dict.fromkeys(self.options.fields, TEXTLIKE)
+
+    def scope(self) -> Scope:
+        return "record"  # each record is checked against the benchmarks alone
 
     def prepare(self) -> None:
         """Load the benchmark packs and build the n-gram index and embeddings."""

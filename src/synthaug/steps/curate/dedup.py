@@ -1,7 +1,9 @@
 """Exact and near-duplicate removal (MinHash-LSH) as streaming steps.
 
 Both keep the first record of each cluster and drop later members with the id of the record
-they duplicate; kept records carry `_meta.cluster` (their own id: the cluster's key).
+they duplicate; kept records carry `_meta.cluster` (their own id: the cluster's key). Both are
+`FirstOfKeys` steps (`steps/sharded.py`): a sharding executor combines shards by shuffling their
+keys, with the same result as one process.
 MinHash signatures come from `rensa` in batches; the LSH band index is ours: one dict of band
 keys (the hash of each band's values) for kept records only, so memory grows with unique
 documents, not all documents. Keys of different bands share the dict: two bands collide only if
@@ -26,6 +28,7 @@ from synthaug.steps.base import Global, Requirements, Step, StepOptions
 from synthaug.steps.context import StepContext
 from synthaug.steps.curate.minhash import band_keys
 from synthaug.steps.curate.textkey import TEXTLIKE, normalize, record_text
+from synthaug.steps.sharded import FirstIndex
 
 
 class DedupOptions(StepOptions):
@@ -34,8 +37,15 @@ class DedupOptions(StepOptions):
     fields: list[str] = ["text"]
 
 
-def _mark(record: Record) -> Record:
-    return {**record, "_meta": {**meta(record), "cluster": meta(record).get("id")}}
+def settle(record: Record, first: str | None, ctx: StepContext, reason: str,
+           detail: str) -> Record | None:
+    """The kept record, marked as its cluster's key; or None after dropping a duplicate."""
+    if first is None:
+        return {**record, "_meta": {**meta(record), "cluster": meta(record).get("id")}}
+    ctx.drop({**record, "_meta": {**meta(record), "cluster": first}}, reason,
+             f"{detail} {first}")
+    ctx.stats.notes["duplicates"] += 1
+    return None
 
 
 class ExactDedup(Global[DedupOptions]):
@@ -45,22 +55,24 @@ class ExactDedup(Global[DedupOptions]):
 
     def __init__(self, options: StepOptions | None = None, **kwargs: object) -> None:
         super().__init__(options, **kwargs)
-        self._seen: dict[bytes, str] = {}
+        self._seen: FirstIndex[str] = FirstIndex()
 
     def requires(self) -> Requirements:
         return dict.fromkeys(self.options.fields, TEXTLIKE)
 
+    def record_keys(self, records: list[Record]) -> list[list[int]]:
+        """One key per record: the hash of its normalized text."""
+        return [[int.from_bytes(hashlib.blake2b(
+            normalize(record_text(r, self.options.fields)).encode(), digest_size=8).digest(),
+            "big", signed=True)] for r in records]
+
+    def settle(self, record: Record, first: str | None, ctx: StepContext) -> Record | None:
+        return settle(record, first, ctx, "exact duplicate", "duplicate of")
+
     def observe(self, record: Record, ctx: StepContext) -> Iterable[Record]:
-        text = normalize(record_text(record, self.options.fields))
-        key = hashlib.blake2b(text.encode(), digest_size=8).digest()
-        first = self._seen.get(key)
-        if first is not None:
-            ctx.drop({**record, "_meta": {**meta(record), "cluster": first}}, "exact duplicate",
-                     f"duplicate of {first}")
-            ctx.stats.notes["duplicates"] += 1
-            return
-        self._seen[key] = str(meta(record).get("id"))
-        yield _mark(record)
+        rid = str(meta(record).get("id"))
+        kept = self.settle(record, self._seen.offer(rid, self.record_keys([record])[0]), ctx)
+        return [kept] if kept is not None else []
 
 
 class MinHashOptions(DedupOptions):
@@ -118,21 +130,29 @@ class MinHashDedup(Step[MinHashOptions]):
         if self.bands * self.rows > o.num_perm:
             raise ConfigError(f"bands x rows = {self.bands * self.rows} exceeds num_perm "
                               f"{o.num_perm}", field="bands")
-        self._index: dict[int, int] = {}  # band key -> 1-based position in _kept_ids
-        self._kept_ids: list[str] = []
+        self._index: FirstIndex[str] = FirstIndex()  # band key -> id of the kept record
 
     def requires(self) -> Requirements:
         return dict.fromkeys(self.options.fields, TEXTLIKE)
 
-    def _keys(self, batch: list[Record], pool: Executor | None) -> Awaitable[list[list[int]]]:
+    def _args(self, batch: list[Record]) -> tuple[list[str], int, int, int, int, int]:
         o = self.options
-        args = ([record_text(r, o.fields) for r in batch], o.shingle_size, o.num_perm, o.seed,
+        return ([record_text(r, o.fields) for r in batch], o.shingle_size, o.num_perm, o.seed,
                 self.rows, self.bands)
+
+    def record_keys(self, records: list[Record]) -> list[list[int]]:
+        """Each record's LSH band keys, in band order."""
+        return band_keys(*self._args(records))
+
+    def settle(self, record: Record, first: str | None, ctx: StepContext) -> Record | None:
+        return settle(record, first, ctx, "near duplicate", "near duplicate of")
+
+    def _keys(self, batch: list[Record], pool: Executor | None) -> Awaitable[list[list[int]]]:
         if pool is None:
             future: asyncio.Future[list[list[int]]] = asyncio.get_running_loop().create_future()
-            future.set_result(band_keys(*args))
+            future.set_result(self.record_keys(batch))
             return future
-        return asyncio.get_running_loop().run_in_executor(pool, band_keys, *args)
+        return asyncio.get_running_loop().run_in_executor(pool, band_keys, *self._args(batch))
 
     async def run(self, stream: AsyncIterator[Record], ctx: StepContext) -> AsyncIterator[Record]:
         workers = self.options.workers
@@ -161,16 +181,10 @@ class MinHashDedup(Step[MinHashOptions]):
 
     async def _select(self, batch: list[Record], keys_future: Awaitable[list[list[int]]],
                       ctx: StepContext) -> list[Record]:
-        index, kept, out = self._index, self._kept_ids, []
+        out = []
         for record, keys in zip(batch, await keys_future, strict=True):
-            match = next(filter(None, map(index.get, keys)), None)
-            if match is not None:
-                first = kept[match - 1]
-                ctx.drop({**record, "_meta": {**meta(record), "cluster": first}},
-                         "near duplicate", f"near duplicate of {first}")
-                ctx.stats.notes["duplicates"] += 1
-                continue
-            kept.append(str(meta(record).get("id")))
-            index.update(dict.fromkeys(keys, len(kept)))  # none present: checked above
-            out.append(_mark(record))
+            first = self._index.offer(str(meta(record).get("id")), keys)
+            kept = self.settle(record, first, ctx)
+            if kept is not None:
+                out.append(kept)
         return out

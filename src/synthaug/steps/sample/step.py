@@ -39,7 +39,7 @@ from pydantic import Field, TypeAdapter, field_validator
 from synthaug.errors import RecordError
 from synthaug.expressions import Expression, ExpressionError
 from synthaug.records import Record, content
-from synthaug.steps.base import Requirements, Step, StepOptions
+from synthaug.steps.base import Requirements, Scope, Step, StepOptions
 from synthaug.steps.context import StepContext
 from synthaug.steps.sample.columns import (
     BernoulliColumn,
@@ -139,6 +139,9 @@ class Sample(Step[SampleOptions]):
 
     def provides(self) -> set[str]:
         return set(self.options.columns)
+
+    def scope(self) -> Scope:
+        return "global" if self.from_nothing else "record"
 
     @property
     def from_nothing(self) -> bool:

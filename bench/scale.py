@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import start_server
+from synthaug.executors.ray_worker import peak_rss_mb
 
 HERE = Path(__file__).parent
 
@@ -81,9 +81,8 @@ def child(args: argparse.Namespace) -> None:
     state = executor.run(pipeline)
     figures.update(seconds=round(time.monotonic() - clock, 2), written=state.written,
                    status=state.status, calls=state.calls(),
-                   driver_max_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF)
-                                           .ru_maxrss / 1024, 1),
-                   workers_max_rss_mb=state.executor.get("worker_max_rss_mb", {}),
+                   driverpeak_rss_mb=peak_rss_mb(),
+                   workerspeak_rss_mb=state.executor.get("workerpeak_rss_mb", {}),
                    segments=state.executor.get("segments", []))
     print(json.dumps(figures))
 
@@ -105,9 +104,9 @@ def show(label: str, local: dict[str, Any], ray: dict[str, Any], unit: float) ->
     print("| executor | seconds | records/s | driver peak MB | worker peak MB |")
     print("|---|---:|---:|---:|---:|")
     for name, run in (("local (baseline)", local), ("ray", ray)):
-        workers = ", ".join(f"{v:.0f}" for v in run["workers_max_rss_mb"].values()) or "-"
+        workers = ", ".join(f"{v:.0f}" for v in run["workerspeak_rss_mb"].values()) or "-"
         print(f"| {name} | {run['seconds']:.1f} | {unit / run['seconds']:.0f} | "
-              f"{run['driver_max_rss_mb']:.0f} | {workers} |")
+              f"{run['driverpeak_rss_mb']:.0f} | {workers} |")
     print(f"speed-up: {local['seconds'] / ray['seconds']:.2f}x "
           f"(ray.init took {ray['ray_init_s']:.1f} s more, not counted)")
 
@@ -120,6 +119,7 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--delay", type=float, default=0.05)
+    parser.add_argument("--only", choices=("curation", "llm"), help="run one part only")
     parser.add_argument("--child")
     parser.add_argument("--recipe")
     parser.add_argument("--input")
@@ -131,6 +131,14 @@ def main() -> None:
         child(args)
         return
     work = Path(tempfile.mkdtemp(prefix="synthaug-scale-"))
+    if args.only != "llm":
+        curation(work, args)
+    if args.only != "curation":
+        llm(work, args)
+
+
+def curation(work: Path, args: argparse.Namespace) -> None:
+    """Part 1: CPU curation, local vs Ray."""
     data = work / "docs.jsonl"
     corpus(data, args.docs)
     recipe = str(HERE / "scale_curate.yaml")
@@ -143,6 +151,9 @@ def main() -> None:
     print(f"kept {local['written']} (local) and {ray['written']} (ray); outputs identical: "
           f"{same}; goal >= 1.6x: {'met' if met else 'NOT met'}")
 
+
+def llm(work: Path, args: argparse.Namespace) -> None:
+    """Part 2: an LLM pipeline against one test server, local vs Ray."""
     prompts = work / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"instruction": f"Write about item {i}."}) + "\n"
                                for i in range(args.records)), encoding="utf-8")
@@ -155,7 +166,9 @@ def main() -> None:
         server.terminate()
     show(f"LLM pipeline: {args.records} records, one test server ({args.delay} s per answer), "
          f"total concurrency {args.concurrency}", local, ray, args.records)
-    print(f"calls: {local['calls']} (local), {ray['calls']} (ray); goal ray >= local: "
+    first = min(segment.get("first_part_s", 0.0) for segment in ray["segments"])
+    print(f"calls: {local['calls']} (local), {ray['calls']} (ray); Ray's first shard started "
+          f"{first:.1f} s into its run (actor pool start-up); goal ray no slower than local: "
           f"{'met' if ray['seconds'] <= local['seconds'] else 'NOT met'}")
 
 

@@ -78,6 +78,8 @@ class RayExecutor(Executor):
     name: ClassVar[str] = "ray"
     Options: ClassVar[type[ExecutorOptions]] = RayOptions
     options: RayOptions
+    _shipped: Pipeline
+    _began: float = 0.0
 
     def check(self, pipeline: Pipeline, plan: Plan) -> None:
         super().check(pipeline, plan)
@@ -100,14 +102,18 @@ class RayExecutor(Executor):
             session.state.executor.update(workers=workers, shard_size=self.options.shard_size,
                                           segments=[], reused_parts=0, worker_max_rss_mb={})
             clock = time.monotonic()
-            warming = _warm_up(ray, session.pipeline, workers, self.options.worker_cpus)
+            self._shipped = shippable(session.pipeline)
+            segments = plan_segments(session.pipeline)
+            warming = _warm_up(ray, self._shipped, workers, self.options.worker_cpus) \
+                if segments and not _calls_models(session.pipeline, segments[0]) else []
             sources = self._input(session)
             del warming
             session.state.executor["scan_seconds"] = round(time.monotonic() - clock, 3)
             done_by_segment: list[tuple[PartStore, int]] = []
             decisions: dict[int, dict[str, str]] = {}
-            for segment in plan_segments(session.pipeline):
+            for segment in segments:
                 clock = time.monotonic()
+                began = self._began = time.time()
                 store = PartStore(self.config.out_dir / "shards" / segment.name)
                 if segment.kind == "gather":
                     sources = await self._gather(segment, sources, store, session)
@@ -120,8 +126,8 @@ class RayExecutor(Executor):
                         time.monotonic() - ran, 3)
                 done_by_segment.append((store, len(sources)))
                 merge_caches(session.files.cache)
-                session.state.executor["segments"][-1]["seconds"] = round(
-                    time.monotonic() - clock, 3)
+                session.state.executor["segments"][-1].update(
+                    seconds=round(time.monotonic() - clock, 3), began=round(began, 3))
             clock = time.monotonic()
             self._assemble(session, done_by_segment)
             session.state.executor["assemble_seconds"] = round(time.monotonic() - clock, 3)
@@ -199,7 +205,7 @@ class RayExecutor(Executor):
                 return
             try:
                 await asyncio.to_thread(
-                    _map_parts, left, session.pipeline, setup, min(workers, len(left)),
+                    _map_parts, left, self._shipped, setup, min(workers, len(left)),
                     self.options.worker_cpus,
                     lambda done: _call_soon(loop, self._absorb, session, done))
             except Exception as exc:  # a worker or the pool died: retry what is unfinished
@@ -218,6 +224,9 @@ class RayExecutor(Executor):
         if reused:
             state.executor["reused_parts"] += 1
             return
+        segment = state.executor["segments"][-1]
+        if "first_part_s" not in segment:  # how long the workers took to start
+            segment["first_part_s"] = round(time.time() - done["seconds"] - self._began, 3)
         add_usage(state.usage, done["usage"])
         state.worker_calls += done["calls"]
         rss = state.executor["worker_max_rss_mb"]
@@ -337,6 +346,15 @@ class _Rolling:
         self.current(0).write(kind, row)
 
 
+def shippable(pipeline: Pipeline) -> Pipeline:
+    """The pipeline workers get: built again from its recipe, so that what validation loaded
+    on the driver (benchmark indexes, sandboxes, models) is not shipped; workers prepare the
+    steps they run themselves."""
+    if pipeline.recipe is None:
+        return pipeline
+    return Pipeline.from_recipe(pipeline.recipe.model_copy(deep=True), pipeline.source)
+
+
 def _committed(store: PartStore, job: dict[str, Any]) -> bool:
     return store.done(job["part"], job["fingerprint"], retry_failed=False) is not None
 
@@ -354,9 +372,14 @@ def _gathered_parts(store: PartStore, fingerprint: str) -> list[dict[str, Any]] 
     return found  # type: ignore[return-value]
 
 
+def _calls_models(pipeline: Pipeline, segment: Segment) -> bool:
+    return any(pipeline.steps[i][1].uses() for i in segment.steps)
+
+
 def _warm_up(ray: Any, pipeline: Pipeline, workers: int, cpus: float) -> list[Any]:
     """Start `workers` tasks that import what the shard segments run, while the driver scans
-    the input: Ray reuses those warm processes for the segments' tasks."""
+    the input: Ray reuses those warm processes for a CPU segment's tasks (an actor pool
+    starts processes of its own: then this would only hold the CPUs it waits for)."""
     task = ray.remote(num_cpus=cpus)(_imported)
     return [task.remote(pipeline) for _ in range(workers)]
 

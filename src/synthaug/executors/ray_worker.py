@@ -108,6 +108,8 @@ async def run_part(job: dict[str, Any], pipeline: Pipeline, setup: WorkerSetup,
     meter = Meter()
     calls_before = sum(c.stats.calls for c in clients.values())
     try:
+        for index in segment["steps"]:
+            await asyncio.to_thread(pipeline.steps[index][1].prepare)
         stream = aiter_records(_source(job, pipeline, setup))
         if segment["settle"] is not None:
             stream = _settled(stream, pipeline, segment["settle"], job, stats[0], writer)
@@ -125,7 +127,7 @@ async def run_part(job: dict[str, Any], pipeline: Pipeline, setup: WorkerSetup,
     done = {"fingerprint": job["fingerprint"], "stats": stats_data(stats),
             "usage": usage_data(meter),
             "calls": sum(c.stats.calls for c in clients.values()) - calls_before,
-            "pid": os.getpid(), "max_rss_mb": _max_rss_mb(),
+            "pid": os.getpid(), "max_rss_mb": peak_rss_mb(),
             "seconds": round(time.monotonic() - clock, 3), "finished": time.time()}
     committed = writer.commit(done)
     return {**done, "part": job["part"], "committed": committed}
@@ -178,6 +180,13 @@ async def _write(made: AsyncIterator[Record], writer: PartWriter, keyer: Any, pa
         write_keys(writer.folder, part, keys, buckets)
 
 
-def _max_rss_mb() -> float:
-    """This process's peak resident memory so far, in MB (Linux reports KB)."""
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (VmHWM: unlike ru_maxrss, not
+    inherited from the process that started it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

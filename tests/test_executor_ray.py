@@ -373,3 +373,15 @@ def test_the_recipe_chooses_the_executor_and_a_typo_names_its_field(tmp_path: Pa
     with pytest.raises(ConfigError, match="local executor only"):
         RayExecutor(budgeted, options=RayOptions(workers=1)).run(pipeline)
     assert not (tmp_path / "b").exists()  # refused before anything was touched
+
+
+def test_the_python_api_takes_the_executor(tmp_path: Path) -> None:
+    import synthaug
+
+    rows = [{"id": i, "text": f"text {i % 4}"} for i in range(12)]
+    data = write_jsonl(tmp_path / "in.jsonl", rows)
+    state = synthaug.run(Pipeline(steps=[("exact", ExactDedup())], name="api"),
+                         str(tmp_path / "out"), input_path=str(data), executor="ray",
+                         executor_options={"workers": 2, "shard_size": 3})
+    assert state.executor["segments"][0]["parts"] == 4 and state.written == 4
+    assert json.loads((tmp_path / "out/manifest.json").read_text())["executor"]["name"] == "ray"

@@ -111,13 +111,18 @@ def run(
     input_path: str | None = None,
     limit: int | None = None,
     overwrite: bool = False,
+    executor: str | None = None,
+    executor_options: dict[str, Any] | None = None,
 ) -> RunState:
-    """Run `pipeline` locally, writing to `out_dir` (resumes if it holds an earlier run of
-    the same identity; `overwrite` replaces another run's output)."""
+    """Run `pipeline`, writing to `out_dir` (resumes if it holds an earlier run of the same
+    identity; `overwrite` replaces another run's output). `executor`: "local" (default, or
+    the recipe's) or "ray", with `executor_options` (e.g. {"workers": 8})."""
     from pathlib import Path
 
-    from synthaug.executors.local import LocalExecutor, RunConfig
+    from synthaug.executors.base import RunConfig
+    from synthaug.overrides import build_executor
 
     config = RunConfig(out_dir=Path(out_dir), input_path=Path(input_path) if input_path else None,
                        limit=limit, overwrite=overwrite)
-    return LocalExecutor(config).run(pipeline)
+    options = [f"{key}={value}" for key, value in (executor_options or {}).items()]
+    return build_executor(pipeline, name=executor, options=options, config=config).run(pipeline)

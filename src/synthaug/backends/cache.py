@@ -12,6 +12,7 @@ between segments and at the end, also the files of workers that were killed.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any
 
 from synthaug.backends.base import Completion, Request
 from synthaug.records import stable_hash
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -112,9 +115,17 @@ def merge_caches(cache: ResponseCache) -> int:
     for shard in sorted(folder.glob("*.sqlite")) if folder.is_dir() else []:
         with cache._lock:
             before = cache._db.total_changes
-            cache._db.execute("ATTACH DATABASE ? AS shard", (str(shard),))
-            cache._db.execute("INSERT OR IGNORE INTO responses SELECT * FROM shard.responses")
-            cache._db.execute("DETACH DATABASE shard")
+            try:
+                cache._db.execute("ATTACH DATABASE ? AS shard", (str(shard),))
+                try:
+                    if cache._db.execute("SELECT 1 FROM shard.sqlite_master WHERE type = "
+                                         "'table' AND name = 'responses'").fetchone():
+                        cache._db.execute("INSERT OR IGNORE INTO responses "
+                                          "SELECT * FROM shard.responses")
+                finally:
+                    cache._db.execute("DETACH DATABASE shard")
+            except sqlite3.DatabaseError as exc:  # a worker killed while creating it
+                log.warning("%s: not folded into the cache (%s)", shard, exc)
             added += cache._db.total_changes - before
         for suffix in ("", "-wal", "-shm"):
             Path(f"{shard}{suffix}").unlink(missing_ok=True)

@@ -114,7 +114,7 @@ class RayExecutor(Executor):
             for segment in segments:
                 clock = time.monotonic()
                 began = self._began = time.time()
-                store = PartStore(self.config.out_dir / "shards" / segment.name)
+                store = PartStore(self.config.out_dir.absolute() / "shards" / segment.name)
                 if segment.kind == "gather":
                     sources = await self._gather(segment, sources, store, session)
                 else:
@@ -176,7 +176,7 @@ class RayExecutor(Executor):
                 self._absorb(session, done, reused=True)
                 continue
             store.discard(part)  # outdated, or with failures to try again
-            source = {"shard": where} if kind == "shard" else {"part": str(where)}
+            source = {"shard": where} if kind == "shard" else {"part": str(Path(where).absolute())}
             jobs.append({"segment_name": segment.name, "part": part, "source": source,
                          "fingerprint": fingerprint, "decisions": chosen})
         store.clear_unfinished()
@@ -184,11 +184,14 @@ class RayExecutor(Executor):
             {"name": segment.name, "steps": [session.pipeline.steps[i][0]
                                              for i in segment.counted()],
              "parts": len(sources), "ran": len(jobs)})
-        setup = WorkerSetup(out_dir=str(self.config.out_dir),
-                            cache_path=str(session.files.cache.path),
-                            input_path=str(session.plan.input_path or ""),
+        given = session.plan.input_path
+        actors = max(1, min(workers, len(jobs)))  # the role's limits are shared by these
+        setup = WorkerSetup(out_dir=str(self.config.out_dir.absolute()),
+                            cache_path=str(session.files.cache.path.absolute()),
+                            input_path=str(given.absolute()) if given else None,
+                            input_name=str(given) if given else None,
                             segment={**asdict(segment), "counted": segment.counted()},
-                            shares=self._shares(session, segment, workers), buckets=buckets,
+                            shares=self._shares(session, segment, actors), buckets=buckets,
                             queue_size=self.config.queue_size)
         await self._run_jobs(jobs, store, session, setup, workers)
         return [("part", store.path(part),
@@ -282,6 +285,7 @@ class RayExecutor(Executor):
             {"name": segment.name, "steps": labels, "parts": len(sources), "ran": 1})
         parts = _gathered_parts(store, fingerprint)
         if parts is not None:
+            session.state.executor["segments"][-1]["ran"] = 0
             self._absorb(session, parts[-1], reused=True)
             return [("part", store.path(i), d["digest"]) for i, d in enumerate(parts)]
         stats = [s for s in session.state.steps if s.label in labels]
@@ -404,10 +408,14 @@ def _map_parts(jobs: list[dict[str, Any]], pipeline: Pipeline, setup: WorkerSetu
         task = ray.remote(num_cpus=cpus)(run_parts)
         where = ray.put(pipeline)
         pending = [task.remote({"job": [row["job"]]}, where, setup) for row in rows]
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            for text in ray.get(ready[0])["result"]:
-                report(json.loads(text))
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                for text in ray.get(ready[0])["result"]:
+                    report(json.loads(text))
+        finally:  # a failed attempt leaves no task behind to race the next one
+            for ref in pending:
+                ray.cancel(ref, force=True)
         return
     with warnings.catch_warnings():  # Ray Data's own deprecations are not ours to fix
         warnings.simplefilter("ignore", DeprecationWarning)

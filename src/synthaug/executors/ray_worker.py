@@ -52,7 +52,8 @@ class WorkerSetup:
 
     out_dir: str
     cache_path: str
-    input_path: str | None
+    input_path: str | None  # absolute: workers run in the folder their cluster started in
+    input_name: str | None  # the input as the user gave it (records' `_meta.source`)
     segment: dict[str, Any]  # Segment fields
     shares: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> option overrides
     buckets: int = 16
@@ -137,7 +138,8 @@ def _source(job: dict[str, Any], pipeline: Pipeline, setup: WorkerSetup) -> Iter
     source = job["source"]
     if "shard" in source:
         assert setup.input_path is not None
-        return read_shard(Path(setup.input_path), InputShard(**source["shard"]), pipeline.name)
+        return read_shard(Path(setup.input_path), InputShard(**source["shard"]), pipeline.name,
+                          setup.input_name)
     store = PartStore(Path(source["part"]).parent)
     return store.records(int(source["part"].rsplit("-", 1)[1]))
 

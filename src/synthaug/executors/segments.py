@@ -78,6 +78,8 @@ def plan_segments(pipeline: Pipeline) -> list[Segment]:
                 close("gather")
             current.steps.append(index)
     close("shard")
+    if not segments:  # no step: the input is the output, as locally
+        segments.append(Segment(0, "shard"))
     for position, segment in enumerate(segments):
         segment.index = position
     return segments

@@ -55,6 +55,8 @@ def scan_input(path: Path, *, required: Mapping[str, tuple[type, ...]], id_field
     first_line, skip = 1, []
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
+            if limit is not None and accepted >= limit:
+                break
             offset += len(raw)
             if not raw.strip() or (number == 1 and raw.strip() == BOM):
                 continue
@@ -67,18 +69,18 @@ def scan_input(path: Path, *, required: Mapping[str, tuple[type, ...]], id_field
                 continue
             accepted += 1
             in_shard += 1
-            if in_shard == shard_size or accepted == limit:
+            if in_shard == shard_size:
                 shards.append(InputShard(len(shards), start, offset, first_line, tuple(skip)))
                 start, first_line, skip, in_shard = offset, number + 1, [], 0
-                if accepted == limit:
-                    break
     if in_shard:
         shards.append(InputShard(len(shards), start, offset, first_line, tuple(skip)))
     return shards
 
 
-def read_shard(path: Path, shard: InputShard, recipe: str) -> Iterator[Record]:
-    """The records of one input shard (its lines were checked by `scan_input`)."""
+def read_shard(path: Path, shard: InputShard, recipe: str, name: str | None = None
+               ) -> Iterator[Record]:
+    """The records of one input shard (its lines were checked by `scan_input`); `name`: the
+    input as the user gave it (records' `_meta.source`), if `path` is another spelling."""
     skip = set(shard.skip)
     with path.open("rb") as handle:
         handle.seek(shard.start)
@@ -88,7 +90,8 @@ def read_shard(path: Path, shard: InputShard, recipe: str) -> Iterator[Record]:
             offset += len(raw)
             if raw.strip() and not (number == 1 and raw.strip() == BOM) and number not in skip:
                 fields = decode_record(raw, str(path), number, {})
-                yield source_record(fields, source=str(path), index=number - 1, recipe=recipe)
+                yield source_record(fields, source=name or str(path), index=number - 1,
+                                    recipe=recipe)
             number += 1
 
 

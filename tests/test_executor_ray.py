@@ -385,3 +385,22 @@ def test_the_python_api_takes_the_executor(tmp_path: Path) -> None:
                          executor_options={"workers": 2, "shard_size": 3})
     assert state.executor["segments"][0]["parts"] == 4 and state.written == 4
     assert json.loads((tmp_path / "out/manifest.json").read_text())["executor"]["name"] == "ray"
+
+
+def test_parquet_input_is_sharded_by_rows_with_the_local_result(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = corpus(120)
+    rows[50] = {"id": 7, "text": "a repeated id"}
+    data = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), data, row_group_size=16)  # groups != shards
+    local = LocalExecutor(RunConfig(out_dir=tmp_path / "local", input_path=data)).run(curation())
+    state = ray_run(curation(), tmp_path / "ray", data, shard_size=25)
+    assert state.executor["segments"][0]["parts"] == 5
+    assert (tmp_path / "ray/records.jsonl").read_bytes() == \
+        (tmp_path / "local/records.jsonl").read_bytes()
+    assert sorted_rows(tmp_path / "ray/rejects.jsonl") == \
+        sorted_rows(tmp_path / "local/rejects.jsonl")
+    assert [r["line"] for r in read_jsonl(tmp_path / "ray/rejects.jsonl")] == [51]
+    assert state.written == local.written > 80

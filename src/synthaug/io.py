@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from synthaug.errors import ConfigError, InputError, MissingDependency, WrongType
-from synthaug.records import META, Record, dumps, meta, source_record
+from synthaug.records import META, Record, dumps, meta
 
 log = logging.getLogger(__name__)
 SIDE_KINDS = ("rejects", "failures", "dropped")
@@ -54,32 +54,6 @@ class SideRows(Protocol):
 
     def write(self, kind: str, row: dict[str, Any]) -> None:
         """Append one row to the side file `kind`."""
-
-
-def read_jsonl(
-    path: Path, *, required: Requirements, recipe: str, side: SideWriter,
-    limit: int | None = None, id_field: str = "id",
-) -> Iterator[Record]:
-    """Records of a JSONL file; a rejected line is logged, written to rejects, and skipped."""
-    seen = SeenRecords(id_field)
-    count = lines = 0
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if limit is not None and count >= limit:
-                return
-            if not raw.strip() or (number == 1 and raw.strip() == BOM):
-                continue
-            lines += 1
-            try:
-                fields = decode_record(raw, str(path), number, required)
-                seen.check(fields, raw, str(path), number)
-            except InputError as exc:
-                reject_input(side, exc, raw, number)
-                continue
-            count += 1
-            yield source_record(fields, source=str(path), index=number - 1, recipe=recipe)
-    if lines == 0:
-        log.warning("%s holds no input records: nothing to do", path)
 
 
 def reject_input(side: SideRows, exc: InputError, raw: bytes, number: int) -> None:

@@ -35,6 +35,7 @@ from synthaug.budget import Budget, BudgetExhausted, Meter, check_prices, earlie
 from synthaug.errors import ConfigError
 from synthaug.executors.chain import Tap
 from synthaug.executors.plan import Plan, prepare
+from synthaug.inputs import count_units
 from synthaug.io import OUTPUT_FILES, RecordWriter, SideWriter, export
 from synthaug.pipeline import Pipeline
 from synthaug.steps.context import StepStats
@@ -169,7 +170,7 @@ class Executor(ABC):
         clients = {role: make_client(backend, files.cache)
                    for role, backend in plan.backends.items()}
         state = RunState(steps=[StepStats(label) for label, _ in pipeline.steps],
-                         total=count_lines(plan.input_path, cfg.limit),
+                         total=count_units(plan.input_path, cfg.limit),
                          resumed=files.writer.resumed, out_dir=cfg.out_dir,
                          clients=dict(clients), usage=meter)
         session = Session(pipeline, plan, cfg, files, clients, state)
@@ -273,12 +274,3 @@ def _stored_executor(out_dir: Path) -> str | None:
         return None
     found = stored.get("executor")
     return str(found.get("name", "local")) if isinstance(found, dict) else "local"
-
-
-def count_lines(path: Path | None, limit: int | None) -> int | None:
-    """Non-blank lines of the input file (at most `limit`), for progress."""
-    if path is None or not path.is_file():
-        return None
-    with path.open("rb") as handle:
-        count = sum(1 for line in handle if line.strip())
-    return min(count, limit) if limit is not None else count

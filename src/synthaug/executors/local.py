@@ -22,7 +22,8 @@ from synthaug.executors.base import (
     Watcher,
 )
 from synthaug.executors.chain import Tap, chain_steps
-from synthaug.io import aiter_records, read_jsonl
+from synthaug.inputs import read_input
+from synthaug.io import aiter_records
 from synthaug.records import Record
 
 __all__ = ["STATUSES", "LocalExecutor", "RunConfig", "RunState", "Tap", "Watcher"]
@@ -38,7 +39,7 @@ class LocalExecutor(Executor):
         pipeline, plan, files, cfg = session.pipeline, session.plan, session.files, self.config
         stream: AsyncIterator[Record] = aiter_records(iter(()))
         if plan.input_path:
-            stream = aiter_records(read_jsonl(plan.input_path, required=plan.requirements,
+            stream = aiter_records(read_input(plan.input_path, required=plan.requirements,
                                               recipe=pipeline.name, side=files.side,
                                               limit=cfg.limit, id_field=cfg.id_field))
         made = chain_steps(pipeline.steps, stream, recipe=pipeline.name, seed=pipeline.seed,

@@ -8,7 +8,6 @@ writes nothing, creates nothing and calls no model; any problem raises a Synthau
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,8 @@ from typing import Any
 from synthaug import identity, manifest
 from synthaug.backends.base import AnyBackend
 from synthaug.errors import ConfigError
-from synthaug.io import OUTPUT_FILES, check_format, data_file, decode_line
+from synthaug.inputs import first_fields
+from synthaug.io import OUTPUT_FILES, check_format, data_file
 from synthaug.pipeline import Pipeline, build_backend
 
 
@@ -92,21 +92,3 @@ def check_output(out_dir: Path, found: dict[str, Any], source: Path | None) -> N
             identity.check(out_dir, None, found, source)
         return
     identity.check(out_dir, stored.get("identity"), found, source)
-
-
-def first_fields(path: Path, sample: int = 100) -> set[str] | None:
-    """Fields seen in the first `sample` well-formed records (None if there are none)."""
-    seen: set[str] = set()
-    found = 0
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                value = json.loads(decode_line(raw, first=number == 1))
-            except ValueError:
-                continue
-            if isinstance(value, dict):
-                seen |= set(value)
-                found += 1
-                if found >= sample:
-                    break
-    return seen if found else None

@@ -26,14 +26,16 @@ from typing import Any
 
 from synthaug.budget import Meter, Tally
 from synthaug.errors import InputError
-from synthaug.io import BOM, SeenRecords, SideRows, decode_record, reject_input
+from synthaug.inputs import checked, units, warn_empty
+from synthaug.io import SeenRecords, SideRows, reject_input
 from synthaug.records import Record, dumps, meta, source_record, stable_hash
 from synthaug.steps.context import StepStats
 
 
 @dataclass(frozen=True)
 class InputShard:
-    """Lines [first_line, ...) at bytes [start, end) of the input; `skip`: rejected lines."""
+    """Lines (rows) from `first_line` at positions [start, end) of the input (bytes of a JSONL
+    file, row indexes of a Parquet file); `skip`: the line numbers rejected."""
 
     index: int
     start: int
@@ -48,32 +50,34 @@ class InputShard:
 
 def scan_input(path: Path, *, required: Mapping[str, tuple[type, ...]], id_field: str,
                limit: int | None, shard_size: int, side: SideRows) -> list[InputShard]:
-    """Check every input line (rejects go to `side`) and cut the accepted ones into shards."""
+    """Check every input line or row (rejects go to `side`) and cut the accepted ones into
+    shards (byte ranges of a JSONL file, row ranges of a Parquet file)."""
     seen = SeenRecords(id_field)
     shards: list[InputShard] = []
-    start = offset = accepted = in_shard = 0
+    start = end = accepted = in_shard = 0
     first_line, skip = 1, []
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if limit is not None and accepted >= limit:
-                break
-            offset += len(raw)
-            if not raw.strip() or (number == 1 and raw.strip() == BOM):
-                continue
-            try:
-                fields = decode_record(raw, str(path), number, required)
-                seen.check(fields, raw, str(path), number)
-            except InputError as exc:
-                reject_input(side, exc, raw, number)
-                skip.append(number)
-                continue
-            accepted += 1
-            in_shard += 1
-            if in_shard == shard_size:
-                shards.append(InputShard(len(shards), start, offset, first_line, tuple(skip)))
-                start, first_line, skip, in_shard = offset, number + 1, [], 0
+    empty = True
+    for unit in units(path):
+        empty = False
+        if limit is not None and accepted >= limit:
+            break
+        number, raw, end = unit[0], unit[1], unit[2]
+        try:
+            fields = checked(unit, path, required)
+            seen.check(fields, raw, str(path), number)
+        except InputError as exc:
+            reject_input(side, exc, raw, number)
+            skip.append(number)
+            continue
+        accepted += 1
+        in_shard += 1
+        if in_shard == shard_size:
+            shards.append(InputShard(len(shards), start, end, first_line, tuple(skip)))
+            start, first_line, skip, in_shard = end, number + 1, [], 0
     if in_shard:
-        shards.append(InputShard(len(shards), start, offset, first_line, tuple(skip)))
+        shards.append(InputShard(len(shards), start, end, first_line, tuple(skip)))
+    if empty:
+        warn_empty(path)
     return shards
 
 
@@ -82,17 +86,11 @@ def read_shard(path: Path, shard: InputShard, recipe: str, name: str | None = No
     """The records of one input shard (its lines were checked by `scan_input`); `name`: the
     input as the user gave it (records' `_meta.source`), if `path` is another spelling."""
     skip = set(shard.skip)
-    with path.open("rb") as handle:
-        handle.seek(shard.start)
-        number, offset = shard.first_line, shard.start
-        while offset < shard.end:
-            raw = handle.readline()
-            offset += len(raw)
-            if raw.strip() and not (number == 1 and raw.strip() == BOM) and number not in skip:
-                fields = decode_record(raw, str(path), number, {})
-                yield source_record(fields, source=name or str(path), index=number - 1,
-                                    recipe=recipe)
-            number += 1
+    for unit in units(path, shard.start, shard.end, shard.first_line):
+        if unit[0] not in skip:
+            fields = checked(unit, path, {})
+            yield source_record(fields, source=name or str(path), index=unit[0] - 1,
+                                recipe=recipe)
 
 
 @dataclass

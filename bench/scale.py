@@ -81,8 +81,8 @@ def child(args: argparse.Namespace) -> None:
     state = executor.run(pipeline)
     figures.update(seconds=round(time.monotonic() - clock, 2), written=state.written,
                    status=state.status, calls=state.calls(),
-                   driverpeak_rss_mb=peak_rss_mb(),
-                   workerspeak_rss_mb=state.executor.get("workerpeak_rss_mb", {}),
+                   driver_peak_mb=peak_rss_mb(),
+                   workers_peak_mb=state.executor.get("worker_max_rss_mb", {}),
                    segments=state.executor.get("segments", []))
     print(json.dumps(figures))
 
@@ -104,9 +104,9 @@ def show(label: str, local: dict[str, Any], ray: dict[str, Any], unit: float) ->
     print("| executor | seconds | records/s | driver peak MB | worker peak MB |")
     print("|---|---:|---:|---:|---:|")
     for name, run in (("local (baseline)", local), ("ray", ray)):
-        workers = ", ".join(f"{v:.0f}" for v in run["workerspeak_rss_mb"].values()) or "-"
+        workers = ", ".join(f"{v:.0f}" for v in run["workers_peak_mb"].values()) or "-"
         print(f"| {name} | {run['seconds']:.1f} | {unit / run['seconds']:.0f} | "
-              f"{run['driverpeak_rss_mb']:.0f} | {workers} |")
+              f"{run['driver_peak_mb']:.0f} | {workers} |")
     print(f"speed-up: {local['seconds'] / ray['seconds']:.2f}x "
           f"(ray.init took {ray['ray_init_s']:.1f} s more, not counted)")
 

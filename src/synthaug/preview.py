@@ -76,15 +76,11 @@ def _rows(path: Path) -> list[dict[str, Any]]:
 
 
 def _input_count(pipeline: Pipeline, config: RunConfig) -> int | None:
-    """Non-blank lines of the input the full run reads (capped by its --limit)."""
+    """Lines (or Parquet rows) of the input the full run reads (capped by its --limit)."""
     from synthaug.executors.plan import resolve_input
+    from synthaug.inputs import count_units
 
-    path = resolve_input(pipeline, config.input_path)
-    if path is None:
-        return None
-    with path.open("rb") as handle:
-        count = sum(1 for line in handle if line.strip())
-    return min(count, config.limit) if config.limit is not None else count
+    return count_units(resolve_input(pipeline, config.input_path), config.limit)
 
 
 # -- the trace --------------------------------------------------------------------------------

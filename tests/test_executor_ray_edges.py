@@ -22,11 +22,12 @@ from synthaug.executors.local import LocalExecutor  # noqa: E402
 from synthaug.executors.ray_executor import RayExecutor, RayOptions  # noqa: E402
 from synthaug.pipeline import Pipeline  # noqa: E402
 from synthaug.records import Record  # noqa: E402
-from synthaug.steps.base import Filter, Global, Map, StepOptions  # noqa: E402
+from synthaug.steps.base import Filter, Map, StepOptions  # noqa: E402
 from synthaug.steps.context import StepContext  # noqa: E402
 from synthaug.steps.curate.dedup import ExactDedup, MinHashDedup  # noqa: E402
 from synthaug.testing import FakeOpenAIServer  # noqa: E402
 from tests.conftest import read_jsonl, text_generation, write_jsonl  # noqa: E402
+from tests.test_executor_ray import Numbered  # noqa: E402  (no combine rule: a gather)
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
 
@@ -83,18 +84,6 @@ class Upper(Map[StepOptions]):
 class DropAll(Filter[StepOptions]):
     def keep(self, record: Record) -> bool | tuple[bool, str]:
         return (False, "all gone") if int(record["id"]) < 20 else True
-
-
-class Numbered(Global[StepOptions]):
-    """No combine rule: a gather segment."""
-
-    def __init__(self, options: StepOptions | None = None, **kwargs: Any) -> None:
-        super().__init__(options, **kwargs)
-        self.count = 0
-
-    def observe(self, record: Record, ctx: StepContext) -> Iterable[Record]:
-        self.count += 1
-        yield {**record, "position": self.count}
 
 
 def dedup_pipeline() -> Pipeline:

@@ -417,6 +417,7 @@ def _map_parts(jobs: list[dict[str, Any]], pipeline: Pipeline, setup: WorkerSetu
             for ref in pending:
                 ray.cancel(ref, force=True)
         return
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its progress lines and notices
     with warnings.catch_warnings():  # Ray Data's own deprecations are not ours to fix
         warnings.simplefilter("ignore", DeprecationWarning)
         context = ray.data.DataContext.get_current()

@@ -404,3 +404,24 @@ def test_parquet_input_is_sharded_by_rows_with_the_local_result(tmp_path: Path) 
         sorted_rows(tmp_path / "local/rejects.jsonl")
     assert [r["line"] for r in read_jsonl(tmp_path / "ray/rejects.jsonl")] == [51]
     assert state.written == local.written > 80
+
+
+def test_the_dedup_command_runs_on_ray_with_the_local_result(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from synthaug.cli import app
+
+    data = write_input(tmp_path / "in.jsonl", corpus(150))
+    runner = CliRunner()
+    local = runner.invoke(app, ["dedup", str(data), "-o", str(tmp_path / "local"),
+                                "--method", "minhash", "--field", "text"])
+    on_ray = runner.invoke(app, ["dedup", str(data), "-o", str(tmp_path / "ray"), "--method",
+                                 "minhash", "--field", "text", "--executor", "ray",
+                                 "--executor-option", "workers=2",
+                                 "--executor-option", "shard_size=20"])
+    assert local.exit_code == on_ray.exit_code == 3, on_ray.output  # 3: the bad input lines
+    manifest = json.loads((tmp_path / "ray/manifest.json").read_text())
+    assert manifest["executor"]["name"] == "ray"
+    assert manifest["executor"]["segments"][0]["parts"] == 8
+    assert (tmp_path / "ray/records.jsonl").read_bytes() == \
+        (tmp_path / "local/records.jsonl").read_bytes()

@@ -17,8 +17,9 @@ from rich.console import Console
 
 from synthaug.cli_common import status_code, user_errors
 from synthaug.errors import ConfigError
-from synthaug.executors.local import LocalExecutor, RunConfig
+from synthaug.executors.base import Executor, RunConfig
 from synthaug.io import decode_line, records_file
+from synthaug.overrides import build_executor
 from synthaug.pipeline import BackendSpec, Pipeline
 from synthaug.records import Record
 from synthaug.steps.base import AnyStep
@@ -28,6 +29,11 @@ Fields = Annotated[list[str] | None, typer.Option("--field", help="Text field (r
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 Data = Annotated[Path, typer.Argument(help="A JSONL file or a synthaug output folder.")]
 AGAIN = "interrupted: rerun the same command to start again"
+ExecutorName = Annotated[str | None, typer.Option(
+    "--executor", help="local (default) or ray: shards over a Ray cluster ($RAY_ADDRESS, or "
+    "one started here); dedup is combined across shards.")]
+ExecutorOptions = Annotated[list[str] | None, typer.Option(
+    "--executor-option", help="Executor option KEY=VALUE, e.g. workers=8 (repeatable).")]
 
 
 def _fields(dataset: Path, fields: list[str] | None) -> list[str]:
@@ -59,14 +65,16 @@ def _step(cls: type[AnyStep], **options: Any) -> AnyStep:
 
 
 def _run(name: str, build: Callable[[], list[AnyStep]], dataset: Path, out: Path,
-         backends: dict[str, BackendSpec] | None = None) -> None:
-    executor: LocalExecutor | None = None
+         backends: dict[str, BackendSpec] | None = None, executor_name: str | None = None,
+         executor_options: list[str] | None = None) -> None:
+    executor: Executor | None = None
     with user_errors(console, lambda: executor is not None and executor.started,
                      interrupted=AGAIN):
         pipeline = Pipeline.from_steps(*build(), name=name,
                                        **({"backends": backends} if backends else {}))
-        executor = LocalExecutor(RunConfig(out_dir=out, input_path=records_file(dataset),
-                                           overwrite=True))
+        executor = build_executor(pipeline, name=executor_name, options=executor_options,
+                                  config=RunConfig(out_dir=out, input_path=records_file(dataset),
+                                                   overwrite=True))
         state = executor.run(pipeline)
     for stats in state.steps:
         console.print(f"{stats.label}: in {stats.inputs}, out {stats.outputs}, dropped "
@@ -85,6 +93,7 @@ def dedup(
     threshold: Annotated[float, typer.Option(help="MinHash Jaccard threshold.")] = 0.8,
     eps: Annotated[float, typer.Option(help="SemDeDup: drop if cosine > 1 - eps.")] = 0.05,
     workers: Annotated[int, typer.Option(help="MinHash worker processes.")] = 1,
+    executor_name: ExecutorName = None, executor_options: ExecutorOptions = None,
 ) -> None:
     """Remove exact, near (MinHash-LSH) and semantic (SemDeDup) duplicates."""
     from synthaug.steps.curate.dedup import ExactDedup, MinHashDedup
@@ -102,7 +111,8 @@ def dedup(
         return [_step(cls, fields=names, **options)
                 for key, (cls, options) in chosen.items() if method in (key, "all")]
 
-    _run("dedup", build, dataset, out)
+    _run("dedup", build, dataset, out, executor_name=executor_name,
+         executor_options=executor_options)
 
 
 def decontaminate(
@@ -121,6 +131,7 @@ def decontaminate(
     = "static",
     candidate_threshold: Annotated[float | None, typer.Option(
         help="Least cosine similarity for a judge candidate (default: none).")] = None,
+    executor_name: ExecutorName = None, executor_options: ExecutorOptions = None,
 ) -> None:
     """Find benchmark leaks by n-gram overlap, then an LLM judge on each record's nearest
     benchmark items (k per record)."""
@@ -137,7 +148,7 @@ def decontaminate(
                       embedder=embedder, candidate_threshold=candidate_threshold,
                       **({"judge": "judge"} if judge_url else {}))]
 
-    _run("decontaminate", build, dataset, out, backends)
+    _run("decontaminate", build, dataset, out, backends, executor_name, executor_options)
 
 
 def filter_(
@@ -146,6 +157,7 @@ def filter_(
     max_words: Annotated[int | None, typer.Option(help="Most words.")] = None,
     language: Annotated[list[str] | None, typer.Option(help="Languages to keep.")] = None,
     pii: Annotated[bool, typer.Option(help="Redact PII.")] = False,
+    executor_name: ExecutorName = None, executor_options: ExecutorOptions = None,
 ) -> None:
     """Length, repetition, refusal, non-printable and language filters (+ PII redaction)."""
     from synthaug.steps.curate import quality
@@ -164,7 +176,8 @@ def filter_(
             steps.append(_step(PIIRedact, fields=names))
         return steps
 
-    _run("filter", build, dataset, out)
+    _run("filter", build, dataset, out, executor_name=executor_name,
+         executor_options=executor_options)
 
 
 def measure(

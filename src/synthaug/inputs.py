@@ -91,22 +91,33 @@ def read_input(path: Path, *, required: Mapping[str, tuple[type, ...]], recipe: 
                ) -> Iterator[Record]:
     """Records of a JSONL or Parquet file; a rejected line or row is logged, written to the
     rejects and skipped."""
+    for unit, fields in checked_units(path, required=required, side=side, limit=limit,
+                                      id_field=id_field):
+        if fields is not None:
+            yield source_record(fields, source=str(path), index=unit[0] - 1, recipe=recipe)
+
+
+def checked_units(path: Path, *, required: Mapping[str, tuple[type, ...]], side: SideRows,
+                  limit: int | None, id_field: str) -> Iterator[tuple[Unit, Record | None]]:
+    """Every unit up to the `limit`-th accepted one, with its fields, or None once it was
+    rejected (logged and written to `side`): the input policy, in one place."""
     seen = SeenRecords(id_field)
-    count = read = 0
+    count, empty = 0, True
     for unit in units(path):
-        number, raw = unit[0], unit[1]
+        empty = False
         if limit is not None and count >= limit:
             return
-        read += 1
+        number, raw = unit[0], unit[1]
         try:
             fields = checked(unit, path, required)
             seen.check(fields, raw, str(path), number)
         except InputError as exc:
             reject_input(side, exc, raw, number)
+            yield unit, None
             continue
         count += 1
-        yield source_record(fields, source=str(path), index=number - 1, recipe=recipe)
-    if read == 0:
+        yield unit, fields
+    if empty:
         warn_empty(path)
 
 

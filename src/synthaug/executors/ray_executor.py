@@ -48,6 +48,7 @@ from synthaug.executors.shards import (
     PartWriter,
     add_stats,
     add_usage,
+    read_part,
     read_shard,
     scan_input,
     stats_data,
@@ -316,8 +317,7 @@ class RayExecutor(Executor):
                 yield from read_shard(session.plan.input_path, InputShard(**where),
                                       session.pipeline.name)
             else:
-                folder = Path(where)
-                yield from PartStore(folder.parent).records(int(folder.name.rsplit("-", 1)[1]))
+                yield from read_part(Path(where))
 
     # -- output ------------------------------------------------------------------------
     def _assemble(self, session: Session, segments: list[tuple[PartStore, int]]) -> None:

@@ -32,6 +32,7 @@ from synthaug.executors.shards import (
     InputShard,
     PartStore,
     PartWriter,
+    read_part,
     read_shard,
     stats_data,
     usage_data,
@@ -140,8 +141,7 @@ def _source(job: dict[str, Any], pipeline: Pipeline, setup: WorkerSetup) -> Iter
         assert setup.input_path is not None
         return read_shard(Path(setup.input_path), InputShard(**source["shard"]), pipeline.name,
                           setup.input_name)
-    store = PartStore(Path(source["part"]).parent)
-    return store.records(int(source["part"].rsplit("-", 1)[1]))
+    return read_part(Path(source["part"]))
 
 
 async def _settled(stream: AsyncIterator[Record], pipeline: Pipeline, index: int,

@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from synthaug.budget import Meter, Tally
-from synthaug.errors import InputError
-from synthaug.inputs import checked, units, warn_empty
-from synthaug.io import SeenRecords, SideRows, reject_input
+from synthaug.inputs import checked, checked_units, units
+from synthaug.io import SideRows
 from synthaug.records import Record, dumps, meta, source_record, stable_hash
 from synthaug.steps.context import StepStats
 
@@ -52,32 +51,20 @@ def scan_input(path: Path, *, required: Mapping[str, tuple[type, ...]], id_field
                limit: int | None, shard_size: int, side: SideRows) -> list[InputShard]:
     """Check every input line or row (rejects go to `side`) and cut the accepted ones into
     shards (byte ranges of a JSONL file, row ranges of a Parquet file)."""
-    seen = SeenRecords(id_field)
     shards: list[InputShard] = []
-    start = end = accepted = in_shard = 0
+    start = end = in_shard = 0
     first_line, skip = 1, []
-    empty = True
-    for unit in units(path):
-        empty = False
-        if limit is not None and accepted >= limit:
-            break
-        number, raw, end = unit[0], unit[1], unit[2]
-        try:
-            fields = checked(unit, path, required)
-            seen.check(fields, raw, str(path), number)
-        except InputError as exc:
-            reject_input(side, exc, raw, number)
+    for (number, _, end, _), fields in checked_units(path, required=required, side=side,
+                                                     limit=limit, id_field=id_field):
+        if fields is None:
             skip.append(number)
             continue
-        accepted += 1
         in_shard += 1
         if in_shard == shard_size:
             shards.append(InputShard(len(shards), start, end, first_line, tuple(skip)))
             start, first_line, skip, in_shard = end, number + 1, [], 0
     if in_shard:
         shards.append(InputShard(len(shards), start, end, first_line, tuple(skip)))
-    if empty:
-        warn_empty(path)
     return shards
 
 
@@ -142,6 +129,13 @@ class PartWriter:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def read_part(folder: Path) -> Iterator[Record]:
+    """The records of the committed part in `folder`, in order."""
+    with (folder / "records.jsonl").open(encoding="utf-8") as handle:
+        for line in handle:
+            yield json.loads(line)
+
+
 def _size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
 
@@ -183,9 +177,7 @@ class PartStore:
 
     def records(self, index: int) -> Iterator[Record]:
         """The records of a committed part, in order."""
-        with (self.path(index) / "records.jsonl").open(encoding="utf-8") as handle:
-            for line in handle:
-                yield json.loads(line)
+        return read_part(self.path(index))
 
     def ids(self, index: int) -> list[str]:
         """The record ids of a committed part, in order."""
